@@ -1,0 +1,82 @@
+"""``naf-ros``: the command-line entry point (train, bench, launch).
+
+Configuration problems end in one line on stderr and exit code 2, with nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from naf_ros.config import ConfigError, load_config
+
+
+def _train(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.set)
+    if args.run_dir:
+        cfg.train.run_dir = args.run_dir
+    from naf_ros.core.trainer import Trainer
+
+    trainer = Trainer(cfg)
+    print(f"training NAF on {cfg.env.id} -> {trainer.run_dir}", flush=True)
+    summary = trainer.train(resume=args.resume)
+    print(
+        f"done: {summary['episodes']} episodes, {summary['env_steps']} steps, "
+        f"best eval return {summary['best_eval_return']}, final tip distance "
+        f"{summary['final_eval_tip_distance']}, {summary['updates_per_s']:.0f} updates/s; "
+        f"run folder {trainer.run_dir}"
+    )
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from naf_ros.bench import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
+def _launch(args: argparse.Namespace) -> int:
+    from naf_ros.launcher import main as launch_main
+
+    return launch_main(args.launch_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="naf-ros", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train NAF in-process on a Gymnasium environment")
+    train.add_argument("--config", "-c", help="YAML config (defaults are used when omitted)")
+    train.add_argument(
+        "--set",
+        "-s",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value (repeatable)",
+    )
+    train.add_argument("--run-dir", help="output folder (overrides train.run_dir)")
+    train.add_argument("--resume", action="store_true", help="continue from run-dir/checkpoint.pt")
+    train.set_defaults(func=_train)
+    bench = sub.add_parser("bench", help="benchmarks (learning curves, throughput)")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=_bench)
+    launch = sub.add_parser("launch", help="bring up the ROS 2 node graph from its YAML")
+    launch.add_argument("launch_args", nargs=argparse.REMAINDER)
+    launch.set_defaults(func=_launch)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"naf-ros: config error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("naf-ros: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

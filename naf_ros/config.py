@@ -1,0 +1,218 @@
+"""The one configuration schema, shared by the trainer CLI, the ROS nodes and the launchers.
+
+Sections are dataclasses; every field carries its validator so an unknown key, a wrong type
+or an impossible value stops with one line naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message is one line naming the key."""
+
+
+def _check(ok, allowed: str):
+    return {"check": ok, "allowed": allowed}
+
+
+POS_INT = _check(lambda v: v > 0, "an integer > 0")
+NONNEG_INT = _check(lambda v: v >= 0, "an integer >= 0")
+POS = _check(lambda v: v > 0, "a number > 0")
+NONNEG = _check(lambda v: v >= 0, "a number >= 0")
+UNIT = _check(lambda v: 0 <= v <= 1, "a number in [0, 1]")
+GAMMA = _check(lambda v: 0 <= v < 1, "a number in [0, 1)")
+TAU = _check(lambda v: 0 < v <= 1, "a number in (0, 1]")
+
+
+def _choice(*options: str):
+    return _check(lambda v: v in options, "one of " + ", ".join(options))
+
+
+@dataclass
+class EnvConfig:
+    id: str = field(default="NafRos/Reacher3DOFFixed-v0")
+    kwargs: dict = field(default_factory=dict)
+    max_episode_steps: int | None = field(default=None, metadata=POS_INT)
+
+
+@dataclass
+class AgentConfig:
+    hidden: list = field(default_factory=lambda: [200, 200])
+    shared_trunk: bool = False
+    batch_norm: bool = False
+    lr: float = field(default=1e-3, metadata=POS)
+    gamma: float = field(default=0.98, metadata=GAMMA)
+    tau: float = field(default=0.005, metadata=TAU)
+    batch_size: int = field(default=64, metadata=POS_INT)
+    updates_per_step: int = field(default=5, metadata=POS_INT)
+    max_log_diag: float = field(default=4.0, metadata=POS)
+    grad_clip: float | None = field(default=None, metadata=POS)
+    replay_capacity: int = field(default=1_000_000, metadata=POS_INT)
+    warmup_steps: int = field(default=500, metadata=NONNEG_INT)
+
+
+@dataclass
+class ExplorationConfig:
+    kind: str = field(default="ou", metadata=_choice("ou", "precision", "gaussian", "none"))
+    scale: float = field(default=0.3, metadata=NONNEG)
+    ou_theta: float = field(default=0.15, metadata=TAU)
+    precision_ema: float = field(default=0.01, metadata=TAU)
+
+
+@dataclass
+class ModelBasedConfig:
+    enabled: bool = False
+    model: str = field(default="linear", metadata=_choice("linear", "nn", "true"))
+    episodes_per_fit: int = field(default=5, metadata=POS_INT)
+    rollout_length: int = field(default=10, metadata=POS_INT)
+    rollout_every: int = field(default=10, metadata=POS_INT)
+    rollout_batch: int = field(default=10, metadata=POS_INT)
+    imagination_updates_per_step: int | None = field(default=None, metadata=NONNEG_INT)
+    imagination_capacity: int = field(default=100_000, metadata=POS_INT)
+    imagination_off_after: int | None = field(default=None, metadata=NONNEG_INT)
+    ilqg_probability: float = field(default=0.0, metadata=UNIT)
+    ilqg_mode: str = field(default="trajectory", metadata=_choice("trajectory", "mpc"))
+    kl_step: float = field(default=1.0, metadata=POS)
+    prior_episodes: int = field(default=20, metadata=POS_INT)
+    reg: float = field(default=1e-6, metadata=NONNEG)
+
+
+@dataclass
+class TrainConfig:
+    episodes: int = field(default=300, metadata=POS_INT)
+    max_steps: int | None = field(default=None, metadata=POS_INT)
+    eval_every: int = field(default=10, metadata=POS_INT)
+    eval_episodes: int = field(default=5, metadata=POS_INT)
+    seed: int = field(default=0, metadata=NONNEG_INT)
+    run_dir: str = "runs/latest"
+    progress: bool = True
+    torch_threads: int = field(default=1, metadata=POS_INT)
+
+
+@dataclass
+class Config:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
+    model_based: ModelBasedConfig = field(default_factory=ModelBasedConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = get_type_hints(Config)
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    text = str(hint)
+    if value is None:
+        return "None" in text
+    if "bool" in text:
+        return isinstance(value, bool)
+    if "int" in text and "float" not in text:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if "float" in text:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if "str" in text:
+        return isinstance(value, str)
+    if "list" in text:
+        return isinstance(value, (list, tuple))
+    if "dict" in text:
+        return isinstance(value, dict)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def _build_section(cls, name: str, values: Any):
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{name}: expected a mapping of keys, got {type(values).__name__}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"{name}.{key}: unknown key; allowed keys: {', '.join(fields)}")
+        if not _type_ok(value, hints[key]):
+            raise ConfigError(f"{name}.{key}: expected {_type_name(hints[key])}, got {value!r}")
+        meta = fields[key].metadata
+        if value is not None and meta and not meta["check"](value):
+            raise ConfigError(f"{name}.{key}: {value!r} is not allowed; must be {meta['allowed']}")
+        if "float" in str(hints[key]) and isinstance(value, int):
+            value = float(value)
+        kwargs[key] = list(value) if isinstance(value, tuple) else value
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict | None) -> Config:
+    """Validate a nested mapping into a :class:`Config` (missing keys take defaults)."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError("config: expected a mapping at the top level")
+    sections = {}
+    for key, values in data.items():
+        if key not in SECTIONS:
+            raise ConfigError(f"{key}: unknown section; allowed sections: {', '.join(SECTIONS)}")
+        sections[key] = _build_section(SECTIONS[key], key, values)
+    cfg = Config(**sections)
+    if cfg.agent.hidden == [] or not all(isinstance(h, int) and h > 0 for h in cfg.agent.hidden):
+        raise ConfigError(f"agent.hidden: {cfg.agent.hidden!r} must be a list of integers > 0")
+    return cfg
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``section.key=value`` with the value parsed as YAML (so 1e-3, true, [64, 64] work)."""
+    if "=" not in text:
+        raise ConfigError(f"{text}: overrides look like section.key=value")
+    key, raw = text.split("=", 1)
+    path = key.strip().split(".")
+    if len(path) != 2:
+        raise ConfigError(f"{key}: overrides look like section.key=value")
+    value = yaml.safe_load(raw) if raw.strip() else None
+    if isinstance(value, str) and path[1] != "id":
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return path, value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or defaults), apply ``section.key=value`` overrides, validate."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    for text in overrides or []:
+        (section, key), value = parse_override(text)
+        data.setdefault(section, {})
+        if not isinstance(data[section], dict):
+            raise ConfigError(f"{section}: expected a mapping")
+        data[section][key] = value
+    return config_from_dict(data)
+
+
+def flatten(cfg: Config) -> dict[str, Any]:
+    """``{"agent.lr": 1e-3, ...}``: the form ROS parameters take."""
+    out = {}
+    for section, values in cfg.to_dict().items():
+        for key, value in values.items():
+            out[f"{section}.{key}"] = value
+    return out

@@ -1,0 +1,92 @@
+"""Exploration noise: Ornstein-Uhlenbeck, precision (NAF-P, paper §8.2) and plain Gaussian.
+
+All processes share one form, n_{k+1} = (1 - theta) n_k + e_k, and differ in the innovation
+e_k. Gaussian is the theta = 1 case (temporally independent).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class ExplorationNoise:
+    """Temporally correlated additive noise for normalised actions.
+
+    ``scale`` is the innovation standard deviation per action dimension (DDPG's sigma); the
+    stationary standard deviation of the OU process is ``scale / sqrt(2 theta - theta^2)``.
+    """
+
+    def __init__(self, act_dim: int, scale: float, theta: float, rng: np.random.Generator):
+        self.act_dim, self.scale, self.theta, self.rng = act_dim, float(scale), float(theta), rng
+        self.state = np.zeros(act_dim)
+
+    def reset(self) -> None:
+        self.state = np.zeros(self.act_dim)
+
+    def innovation(self, lower: np.ndarray | None) -> np.ndarray:
+        return self.scale * self.rng.standard_normal(self.act_dim)
+
+    def sample(self, lower: np.ndarray | None = None) -> np.ndarray:
+        """Advance the process one step; ``lower`` is L(x) (used by precision noise only)."""
+        self.state = (1.0 - self.theta) * self.state + self.innovation(lower)
+        return self.state.copy()
+
+    def stationary_std(self) -> float:
+        return self.scale / np.sqrt(2 * self.theta - self.theta**2)
+
+
+class ZeroNoise(ExplorationNoise):
+    def innovation(self, lower):
+        return np.zeros(self.act_dim)
+
+
+class PrecisionNoise(ExplorationNoise):
+    """OU innovations drawn from N(0, c P(x)^-1), P = L L^T (paper eq. 7).
+
+    Sampling solves L^T y = z (z ~ N(0, I)) with a triangular solve, so Cov(y) = P^-1 without
+    ever inverting P. Adaptive scaling: c = scale^2 / m, where m is a running mean of
+    tr(P^-1)/n, keeps the average per-dimension innovation std at ``scale`` however P's overall
+    magnitude drifts during learning, while its shape still follows P^-1.
+    """
+
+    def __init__(self, act_dim, scale, theta, rng, ema: float = 0.01):
+        super().__init__(act_dim, scale, theta, rng)
+        self.ema = float(ema)
+        self.mean_trace: float | None = None
+
+    @property
+    def c(self) -> float:
+        m = self.mean_trace if self.mean_trace else 1.0
+        return self.scale**2 / m
+
+    def innovation(self, lower):
+        if lower is None:
+            raise ValueError("precision noise needs L(x)")
+        lower_t = torch.as_tensor(np.asarray(lower, np.float64))
+        eye = torch.eye(self.act_dim, dtype=torch.float64)
+        # tr(P^-1) = |L^-1|_F^2 ; L^-1 from a triangular solve against I.
+        inv_l = torch.linalg.solve_triangular(lower_t, eye, upper=False)
+        trace = float((inv_l * inv_l).sum()) / self.act_dim
+        if np.isfinite(trace) and trace > 0:
+            if self.mean_trace is None:
+                self.mean_trace = trace
+            else:
+                self.mean_trace += self.ema * (trace - self.mean_trace)
+        z = torch.as_tensor(self.rng.standard_normal(self.act_dim))
+        y = torch.linalg.solve_triangular(lower_t.T, z.unsqueeze(-1), upper=True).squeeze(-1)
+        out = np.sqrt(self.c) * y.numpy()
+        return out if np.isfinite(out).all() else np.zeros(self.act_dim)
+
+
+def make_noise(kind: str, act_dim: int, scale: float, theta: float, rng, ema: float = 0.01):
+    """Build the configured exploration process (``exploration.kind``)."""
+    if kind == "ou":
+        return ExplorationNoise(act_dim, scale, theta, rng)
+    if kind == "gaussian":
+        return ExplorationNoise(act_dim, scale, 1.0, rng)
+    if kind == "precision":
+        return PrecisionNoise(act_dim, scale, theta, rng, ema)
+    if kind == "none":
+        return ZeroNoise(act_dim, 0.0, 1.0, rng)
+    raise ValueError(f"exploration.kind: unknown {kind!r}")

@@ -1,0 +1,103 @@
+"""Fixed-capacity ring buffer of transitions, numpy-backed so it checkpoints as plain arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+
+FIELDS = ("obs", "action", "reward", "next_obs", "terminal", "step")
+
+
+class ReplayBuffer:
+    """Stores (x, u, r, x', terminal, t); rejects non-finite transitions and counts them.
+
+    ``terminal`` is 1 only for true terminal states; a time-limit truncation is stored as 0
+    so that the target bootstraps through it.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, capacity: int) -> None:
+        self.obs_dim, self.act_dim, self.capacity = obs_dim, act_dim, int(capacity)
+        self.obs = np.zeros((self.capacity, obs_dim), np.float32)
+        self.action = np.zeros((self.capacity, act_dim), np.float32)
+        self.reward = np.zeros(self.capacity, np.float32)
+        self.next_obs = np.zeros((self.capacity, obs_dim), np.float32)
+        self.terminal = np.zeros(self.capacity, np.float32)
+        self.step = np.zeros(self.capacity, np.int32)
+        self.size = 0
+        self.cursor = 0
+        self.rejected = 0
+        self.added = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, obs, action, reward, next_obs, terminal: bool, step: int = 0) -> bool:
+        """Append one transition; returns False (and counts it) if anything is non-finite."""
+        obs = np.asarray(obs, np.float64)
+        action = np.asarray(action, np.float64)
+        next_obs = np.asarray(next_obs, np.float64)
+        if (
+            obs.shape != (self.obs_dim,)
+            or next_obs.shape != (self.obs_dim,)
+            or action.shape != (self.act_dim,)
+            or not (np.isfinite(obs).all() and np.isfinite(action).all())
+            or not (np.isfinite(next_obs).all() and np.isfinite(reward))
+        ):
+            self.rejected += 1
+            return False
+        i = self.cursor
+        self.obs[i], self.action[i], self.reward[i] = obs, action, reward
+        self.next_obs[i], self.terminal[i], self.step[i] = next_obs, float(terminal), step
+        self.cursor = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+        self.added += 1
+        return True
+
+    def add_batch(self, obs, action, reward, next_obs, terminal, step=None) -> int:
+        """Vectorised add (imagination rollouts); non-finite rows are dropped and counted."""
+        obs, action, next_obs = (np.asarray(a, np.float64) for a in (obs, action, next_obs))
+        reward = np.asarray(reward, np.float64).reshape(-1)
+        terminal = np.asarray(terminal, np.float64).reshape(-1)
+        step = np.zeros(len(reward), np.int32) if step is None else np.asarray(step).reshape(-1)
+        ok = (
+            np.isfinite(obs).all(1)
+            & np.isfinite(action).all(1)
+            & np.isfinite(next_obs).all(1)
+            & np.isfinite(reward)
+        )
+        self.rejected += int((~ok).sum())
+        idx = np.flatnonzero(ok)
+        if len(idx) > self.capacity:
+            idx = idx[-self.capacity :]
+        slots = (self.cursor + np.arange(len(idx))) % self.capacity
+        self.obs[slots], self.action[slots] = obs[idx], action[idx]
+        self.reward[slots], self.next_obs[slots] = reward[idx], next_obs[idx]
+        self.terminal[slots], self.step[slots] = terminal[idx], step[idx]
+        self.cursor = int((self.cursor + len(idx)) % self.capacity)
+        self.size = min(self.size + len(idx), self.capacity)
+        self.added += len(idx)
+        return len(idx)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        idx = rng.integers(0, self.size, size=batch_size)
+        return {name: getattr(self, name)[idx] for name in FIELDS}
+
+    def state_dict(self) -> dict:
+        n = self.size
+        order = (np.arange(n) + (self.cursor - n)) % self.capacity  # oldest first
+        data = {name: getattr(self, name)[order].copy() for name in FIELDS}
+        data.update(capacity=self.capacity, rejected=self.rejected, added=self.added)
+        return data
+
+    def load_state_dict(self, data: dict) -> None:
+        self.__init__(self.obs_dim, self.act_dim, int(data["capacity"]))
+        n = len(data["reward"])
+        self.add_batch(
+            data["obs"],
+            data["action"],
+            data["reward"],
+            data["next_obs"],
+            data["terminal"],
+            data["step"],
+        )
+        self.rejected, self.added = int(data["rejected"]), int(data["added"])
+        assert self.size == min(n, self.capacity)

@@ -1,0 +1,286 @@
+"""In-process NAF trainer (Algorithm 1; Algorithm 2 when ``model_based.enabled``).
+
+Runs any Gymnasium environment with box spaces, writes a run folder (config, metrics CSV,
+learning-curve PNG, checkpoint, JSON summary) and prints one progress line per episode.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from naf_ros.config import Config
+from naf_ros.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from naf_ros.core.envs import ActionScaler, make_env, tip_distance
+from naf_ros.core.metrics import MetricsLog, episodes_to_within, plot_curves
+from naf_ros.core.naf import NAFAgent
+from naf_ros.core.noise import make_noise
+from naf_ros.core.replay import ReplayBuffer
+
+
+@dataclass
+class Counters:
+    episodes: int = 0
+    env_steps: int = 0
+    rejected_env_samples: int = 0
+    update_seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def _finite(*values) -> bool:
+    return all(np.isfinite(np.asarray(v, dtype=np.float64)).all() for v in values)
+
+
+class Trainer:
+    """Owns the environment loop; the agent, buffers and (optional) accelerator are its parts."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: str | Path | None = None,
+        log: Callable[[str], None] | None = print,
+    ) -> None:
+        self.cfg = cfg
+        self.log = log or (lambda _msg: None)
+        torch.set_num_threads(cfg.train.torch_threads)
+        self.env = make_env(cfg.env)
+        self.eval_env = make_env(cfg.env)
+        self.scaler = ActionScaler(self.env.action_space)
+        self.obs_dim = self.env.observation_space.shape[0]
+        self.act_dim = self.env.action_space.shape[0]
+        seed = cfg.train.seed
+        self.rng = np.random.default_rng(seed)
+        self.agent = NAFAgent(self.obs_dim, self.act_dim, cfg.agent, seed=seed)
+        self.replay = ReplayBuffer(self.obs_dim, self.act_dim, cfg.agent.replay_capacity)
+        ex = cfg.exploration
+        self.noise = make_noise(
+            ex.kind, self.act_dim, ex.scale, ex.ou_theta, self.rng, ex.precision_ema
+        )
+        self.accelerator = None
+        if cfg.model_based.enabled:
+            from naf_ros.core.imagination import ModelBasedAccelerator
+
+            self.accelerator = ModelBasedAccelerator(cfg, self.env, self.agent, self.rng)
+        self.counters = Counters()
+        self.run_dir = Path(run_dir or cfg.train.run_dir)
+        self.metrics: MetricsLog | None = None
+        self._env_seeded = False
+
+    # --- episodes ----------------------------------------------------------------------------
+    def run_episode(self) -> dict:
+        """One training episode with exploration and learner updates after every step."""
+        cfg = self.cfg
+        seed = None if self._env_seeded else cfg.train.seed
+        self._env_seeded = True
+        obs, info = self.env.reset(seed=seed)
+        self.noise.reset()
+        controller = self.accelerator.choose_controller() if self.accelerator else None
+        ep_return, ep_len, last_tip, losses = 0.0, 0, float("nan"), []
+        t0 = time.perf_counter()
+        updates_before = self.agent.updates
+        while True:
+            if controller is not None:
+                action = controller.act(ep_len, obs, self.rng)
+            else:
+                action = self.agent.act(obs, self.noise)
+            next_obs, reward, terminated, truncated, info = self.env.step(
+                self.scaler.to_env(action)
+            )
+            if not _finite(next_obs, reward):
+                self.counters.rejected_env_samples += 1
+                break
+            self.replay.add(obs, action, reward, next_obs, terminated, ep_len)
+            if self.accelerator is not None:
+                self.accelerator.observe(obs, action, reward, next_obs, ep_len)
+            self.counters.env_steps += 1
+            ep_return += float(reward)
+            ep_len += 1
+            last_tip = tip_distance(info, next_obs)
+            losses.extend(self._learn())
+            obs = next_obs
+            if terminated or truncated:
+                break
+            if cfg.train.max_steps and self.counters.env_steps >= cfg.train.max_steps:
+                break
+        self.counters.episodes += 1
+        mb_info = self.accelerator.end_episode(ep_len) if self.accelerator else {}
+        elapsed = time.perf_counter() - t0
+        finite = [v for v in losses if np.isfinite(v)]
+        return {
+            "return": ep_return,
+            "length": ep_len,
+            "tip_distance": last_tip,
+            "loss": float(np.mean(finite)) if finite else float("nan"),
+            "updates_per_s": (self.agent.updates - updates_before) / max(elapsed, 1e-9),
+            "controller": "ilqg" if controller is not None else "policy",
+            **mb_info,
+        }
+
+    def _learn(self) -> list[float]:
+        """I updates from R (and I*l from Rf under Algorithm 2) per real step."""
+        cfg = self.cfg.agent
+        if len(self.replay) < max(cfg.batch_size, cfg.warmup_steps):
+            return []
+        t0 = time.perf_counter()
+        losses = []
+        if self.accelerator is not None:
+            self.accelerator.maybe_imagine(self.counters.env_steps, self.counters.episodes)
+            fictional, n_imag = self.accelerator.imagination_batches(self.counters.episodes)
+            for _ in range(n_imag):
+                losses.append(self.agent.update(fictional.sample(cfg.batch_size, self.rng)))
+        for _ in range(cfg.updates_per_step):
+            losses.append(self.agent.update(self.replay.sample(cfg.batch_size, self.rng)))
+        self.counters.update_seconds += time.perf_counter() - t0
+        return losses
+
+    def evaluate(self, episodes: int | None = None) -> tuple[float, float]:
+        """Deterministic (noise-free mu) episodes, as the paper's test return."""
+        n = episodes or self.cfg.train.eval_episodes
+        returns, tips = [], []
+        for i in range(n):
+            obs, info = self.eval_env.reset(seed=self.cfg.train.seed + 10_000 + i)
+            total, tip = 0.0, float("nan")
+            while True:
+                obs, reward, terminated, truncated, info = self.eval_env.step(
+                    self.scaler.to_env(self.agent.act(obs))
+                )
+                if not _finite(obs, reward):
+                    self.counters.rejected_env_samples += 1
+                    break
+                total += float(reward)
+                tip = tip_distance(info, obs)
+                if terminated or truncated:
+                    break
+            returns.append(total)
+            tips.append(tip)
+        return float(np.mean(returns)), float(np.nanmean(tips)) if np.isfinite(
+            tips
+        ).any() else float("nan")
+
+    # --- persistence ---------------------------------------------------------------------------
+    def checkpoint_payload(self) -> dict:
+        payload = {
+            "agent": self.agent.state_dict(),
+            "replay": self.replay.state_dict(),
+            "counters": self.counters.__dict__.copy(),
+            "rng": self.rng.bit_generator.state,
+            "noise_state": self.noise.state.copy(),
+            "torch_rng": torch.get_rng_state(),
+            "config": self.cfg.to_dict(),
+        }
+        if self.accelerator is not None:
+            payload["accelerator"] = self.accelerator.state_dict()
+        return payload
+
+    def save(self, path: str | Path | None = None) -> int:
+        return save_checkpoint(path or self.run_dir / "checkpoint.pt", self.checkpoint_payload())
+
+    def load(self, path: str | Path) -> None:
+        payload = load_checkpoint(path)
+        self.agent.load_state_dict(payload["agent"])
+        self.replay.load_state_dict(payload["replay"])
+        self.counters = Counters(**payload["counters"])
+        self.rng.bit_generator.state = payload["rng"]
+        self.noise.state = np.asarray(payload["noise_state"])
+        torch.set_rng_state(payload["torch_rng"])
+        if self.accelerator is not None and "accelerator" in payload:
+            self.accelerator.load_state_dict(payload["accelerator"])
+
+    # --- the whole run --------------------------------------------------------------------------
+    def train(self, resume: bool = False) -> dict:
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        ckpt = self.run_dir / "checkpoint.pt"
+        if resume and ckpt.exists():
+            try:
+                self.load(ckpt)
+                self.log(
+                    f"resumed from {ckpt}: episode {self.counters.episodes}, "
+                    f"{self.agent.updates} updates"
+                )
+            except CheckpointError as exc:
+                self.log(f"warning: {exc}; starting fresh")
+        self.metrics = MetricsLog(self.run_dir / "metrics.csv")
+        t_start = time.perf_counter()
+        eval_return = eval_tip = float("nan")
+        while self.counters.episodes < cfg.train.episodes:
+            if cfg.train.max_steps and self.counters.env_steps >= cfg.train.max_steps:
+                break
+            stats = self.run_episode()
+            ep = self.counters.episodes
+            evaluated = ep % cfg.train.eval_every == 0 or ep == cfg.train.episodes
+            if evaluated:
+                eval_return, eval_tip = self.evaluate()
+            row = {
+                "episode": ep,
+                "env_steps": self.counters.env_steps,
+                "return": stats["return"],
+                "tip_distance": stats["tip_distance"],
+                "eval_return": eval_return if evaluated else float("nan"),
+                "eval_tip_distance": eval_tip if evaluated else float("nan"),
+                "loss": stats["loss"],
+                "updates": self.agent.updates,
+                "updates_per_s": stats["updates_per_s"],
+                "skipped_updates": self.agent.skipped_updates,
+                "rejected_env_samples": self.counters.rejected_env_samples,
+                "controller": stats["controller"],
+                "wall_s": time.perf_counter() - t_start,
+            }
+            self.metrics.append(row)
+            if cfg.train.progress:
+                self.log(self._progress_line(row, evaluated))
+        self.save()
+        return self.finish(time.perf_counter() - t_start)
+
+    def _progress_line(self, row: dict, evaluated: bool) -> str:
+        ev = (
+            f" | eval {row['eval_return']:8.2f} tip {row['eval_tip_distance']:.3f}"
+            if evaluated
+            else ""
+        )
+        return (
+            f"ep {row['episode']:4d}/{self.cfg.train.episodes} | steps {row['env_steps']:6d} | "
+            f"return {row['return']:8.2f} | tip {row['tip_distance']:.3f} m | "
+            f"loss {row['loss']:.4f} | {row['updates_per_s']:6.0f} upd/s | {row['controller']}{ev}"
+        )
+
+    def finish(self, wall: float) -> dict:
+        eps, rets = self.metrics.column("eval_return")
+        _, tips = self.metrics.column("eval_tip_distance")
+        ep5, best = episodes_to_within(eps, rets)
+        summary = {
+            "env": self.cfg.env.id,
+            "seed": self.cfg.train.seed,
+            "episodes": self.counters.episodes,
+            "env_steps": self.counters.env_steps,
+            "updates": self.agent.updates,
+            "skipped_updates": self.agent.skipped_updates,
+            "rejected_env_samples": self.counters.rejected_env_samples,
+            "rejected_replay": self.replay.rejected,
+            "best_eval_return": best,
+            "final_eval_return": rets[-1] if rets else None,
+            "final_eval_tip_distance": tips[-1] if tips else None,
+            "episodes_to_within_5pct": ep5,
+            "updates_per_s": self.agent.updates / max(self.counters.update_seconds, 1e-9),
+            "wall_s": wall,
+            "eval_curve": {"episode": eps, "return": rets, "tip_distance": tips},
+        }
+        if self.accelerator is not None:
+            summary["model_based"] = self.accelerator.summary()
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        plot_curves(
+            {"eval return": (eps, rets)},
+            self.run_dir / "learning_curve.png",
+            f"NAF on {self.cfg.env.id} (seed {self.cfg.train.seed})",
+        )
+        self.env.close()
+        self.eval_env.close()
+        return summary

@@ -1,0 +1,29 @@
+"""Reacher environments; importing this module registers them with Gymnasium."""
+
+import gymnasium as gym
+
+EPISODE_STEPS = 50
+REACHER_ID = "NafRos/Reacher3DOF-v0"
+REACHER_FIXED_ID = "NafRos/Reacher3DOFFixed-v0"
+
+
+def register_envs() -> None:
+    """Register the package's environments (idempotent)."""
+    from naf_ros.envs.reacher_env import FIXED_TARGET
+
+    if REACHER_ID not in gym.registry:
+        gym.register(
+            REACHER_ID,
+            entry_point="naf_ros.envs.reacher_env:Reacher3DOFEnv",
+            max_episode_steps=EPISODE_STEPS,
+        )
+    if REACHER_FIXED_ID not in gym.registry:
+        gym.register(
+            REACHER_FIXED_ID,
+            entry_point="naf_ros.envs.reacher_env:Reacher3DOFEnv",
+            max_episode_steps=EPISODE_STEPS,
+            kwargs={"fixed_target": FIXED_TARGET, "init_qpos_noise": 0.02},
+        )
+
+
+register_envs()

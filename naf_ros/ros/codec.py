@@ -1,0 +1,163 @@
+"""Named numpy arrays <-> std_msgs MultiArrays, self-describing and validated.
+
+Every structured payload (transitions, weights, fitted models, controllers) travels as a
+standard ``Float64MultiArray``/``Float32MultiArray`` so ``ros2 topic echo``, rqt and rosbag2
+need no custom interfaces. Each field is one ``MultiArrayDimension``: ``label`` is
+``name:shape`` (e.g. ``F:50x13x16``), ``size`` its element count and ``stride`` its offset
+into ``data``. ``data_offset`` is unused (0). Decoding checks labels, sizes, offsets and
+finiteness and raises :class:`CodecError` instead of handing garbage on.
+
+This module imports only message classes; it has no node logic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from std_msgs.msg import Float32MultiArray, Float64MultiArray, MultiArrayDimension
+
+TRANSITION_SCHEMA_VERSION = 1
+
+
+class CodecError(ValueError):
+    """A message that does not decode to what its type promises."""
+
+
+def _shape_label(name: str, shape: tuple[int, ...]) -> str:
+    return f"{name}:{'x'.join(str(s) for s in shape) if shape else 'scalar'}"
+
+
+def _parse_label(label: str) -> tuple[str, tuple[int, ...]]:
+    if ":" not in label:
+        raise CodecError(f"dimension label {label!r} is not 'name:shape'")
+    name, shape_text = label.rsplit(":", 1)
+    if shape_text == "scalar":
+        return name, ()
+    try:
+        shape = tuple(int(s) for s in shape_text.split("x"))
+    except ValueError:
+        raise CodecError(f"dimension label {label!r} has a bad shape") from None
+    if any(s < 0 for s in shape):
+        raise CodecError(f"dimension label {label!r} has a negative size")
+    return name, shape
+
+
+def pack_arrays(arrays: Mapping[str, np.ndarray], dtype=np.float64):
+    """Pack named arrays into one Float64MultiArray (or Float32MultiArray for float32)."""
+    msg = Float32MultiArray() if np.dtype(dtype) == np.float32 else Float64MultiArray()
+    chunks, offset = [], 0
+    for name, value in arrays.items():
+        arr = np.asarray(value, dtype=dtype)
+        msg.layout.dim.append(
+            MultiArrayDimension(label=_shape_label(name, arr.shape), size=arr.size, stride=offset)
+        )
+        chunks.append(arr.reshape(-1))
+        offset += arr.size
+    msg.data = np.concatenate(chunks).astype(dtype) if chunks else np.zeros(0, dtype)
+    return msg
+
+
+def unpack_arrays(
+    msg, expected: Mapping[str, tuple[int, ...] | None] | None = None, finite: bool = True
+) -> dict[str, np.ndarray]:
+    """Inverse of :func:`pack_arrays`. ``expected`` maps names to shapes (None = any shape)."""
+    data = np.asarray(msg.data, dtype=np.float64)
+    out: dict[str, np.ndarray] = {}
+    for dim in msg.layout.dim:
+        name, shape = _parse_label(dim.label)
+        size = int(np.prod(shape)) if shape else 1
+        if dim.size != size:
+            raise CodecError(f"{name}: size {dim.size} does not match shape {shape}")
+        if dim.stride + size > len(data):
+            raise CodecError(f"{name}: extends past the end of data ({len(data)} values)")
+        if name in out:
+            raise CodecError(f"{name}: appears twice")
+        arr = data[dim.stride : dim.stride + size].reshape(shape)
+        if finite and not np.isfinite(arr).all():
+            raise CodecError(f"{name}: holds non-finite values")
+        out[name] = arr.copy()
+    if expected is not None:
+        missing = [k for k in expected if k not in out]
+        if missing:
+            raise CodecError(f"missing fields {missing}")
+        for key, shape in expected.items():
+            if shape is not None and out[key].shape != tuple(shape):
+                raise CodecError(f"{key}: shape {out[key].shape}, expected {tuple(shape)}")
+    return out
+
+
+# --- transitions ------------------------------------------------------------------------------
+def transition_fields(obs_dim: int, act_dim: int) -> dict[str, tuple[int, ...]]:
+    """The transition schema: header scalars, then x, u, r, x'."""
+    return {
+        "version": (),
+        "producer": (),
+        "seq": (),
+        "episode": (),
+        "t": (),
+        "terminal": (),
+        "truncated": (),
+        "controller": (),
+        "obs": (obs_dim,),
+        "action": (act_dim,),
+        "reward": (),
+        "next_obs": (obs_dim,),
+    }
+
+
+CONTROLLER_POLICY, CONTROLLER_ILQG = 0.0, 1.0
+
+
+def encode_transition(
+    *,
+    producer: int,
+    seq: int,
+    episode: int,
+    t: int,
+    obs: np.ndarray,
+    action: np.ndarray,
+    reward: float,
+    next_obs: np.ndarray,
+    terminal: bool,
+    truncated: bool,
+    controller: float = CONTROLLER_POLICY,
+) -> Float64MultiArray:
+    return pack_arrays(
+        {
+            "version": TRANSITION_SCHEMA_VERSION,
+            "producer": producer,
+            "seq": seq,
+            "episode": episode,
+            "t": t,
+            "terminal": float(terminal),
+            "truncated": float(truncated),
+            "controller": controller,
+            "obs": obs,
+            "action": action,
+            "reward": reward,
+            "next_obs": next_obs,
+        }
+    )
+
+
+def decode_transition(msg, obs_dim: int, act_dim: int) -> dict:
+    """Decode and validate a transition; integers come back as ints, flags as bools."""
+    fields = unpack_arrays(msg, transition_fields(obs_dim, act_dim))
+    if int(fields["version"]) != TRANSITION_SCHEMA_VERSION:
+        raise CodecError(
+            f"transition schema version {fields['version']}, expected {TRANSITION_SCHEMA_VERSION}"
+        )
+    out: dict = {k: fields[k] for k in ("obs", "action", "next_obs")}
+    for key in ("producer", "seq", "episode", "t"):
+        value = float(fields[key])
+        if value < 0 or value != int(value):
+            raise CodecError(f"{key}: {value} is not a non-negative integer")
+        out[key] = int(value)
+    for key in ("terminal", "truncated"):
+        if float(fields[key]) not in (0.0, 1.0):
+            raise CodecError(f"{key}: {float(fields[key])} is not 0 or 1")
+        out[key] = bool(fields[key])
+    out["reward"] = float(fields["reward"])
+    out["controller"] = float(fields["controller"])
+    return out
