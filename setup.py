@@ -11,7 +11,6 @@ setup(
     version="0.1.0",
     packages=find_packages(exclude=["test"]),
     package_data={"naf_ros.envs": ["assets/*.xml"]},
-    include_package_data=True,
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -24,7 +23,6 @@ setup(
     maintainer_email="maintainers@naf-ros.dev",
     description="NAF with imagination rollouts and iLQG exploration as a ROS 2 node graph",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "naf-ros = naf_ros.cli:main",

@@ -7,7 +7,6 @@ e_k. Gaussian is the theta = 1 case (temporally independent).
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 
 class ExplorationNoise:
@@ -44,7 +43,7 @@ class ZeroNoise(ExplorationNoise):
 class PrecisionNoise(ExplorationNoise):
     """OU innovations drawn from N(0, c P(x)^-1), P = L L^T (paper eq. 7).
 
-    Sampling solves L^T y = z (z ~ N(0, I)) with a triangular solve, so Cov(y) = P^-1 without
+    Sampling solves L^T y = z (z ~ N(0, I)) by back substitution, so Cov(y) = P^-1 without
     ever inverting P. Adaptive scaling: c = scale^2 / m, where m is a running mean of
     tr(P^-1)/n, keeps the average per-dimension innovation std at ``scale`` however P's overall
     magnitude drifts during learning, while its shape still follows P^-1.
@@ -63,20 +62,34 @@ class PrecisionNoise(ExplorationNoise):
     def innovation(self, lower):
         if lower is None:
             raise ValueError("precision noise needs L(x)")
-        lower_t = torch.as_tensor(np.asarray(lower, np.float64))
-        eye = torch.eye(self.act_dim, dtype=torch.float64)
-        # tr(P^-1) = |L^-1|_F^2 ; L^-1 from a triangular solve against I.
-        inv_l = torch.linalg.solve_triangular(lower_t, eye, upper=False)
+        lower = np.asarray(lower, np.float64)
+        # tr(P^-1) = |L^-1|_F^2 ; L^-1 by forward substitution against I.
+        inv_l = solve_lower(lower, np.eye(self.act_dim))
         trace = float((inv_l * inv_l).sum()) / self.act_dim
         if np.isfinite(trace) and trace > 0:
             if self.mean_trace is None:
                 self.mean_trace = trace
             else:
                 self.mean_trace += self.ema * (trace - self.mean_trace)
-        z = torch.as_tensor(self.rng.standard_normal(self.act_dim))
-        y = torch.linalg.solve_triangular(lower_t.T, z.unsqueeze(-1), upper=True).squeeze(-1)
-        out = np.sqrt(self.c) * y.numpy()
+        y = solve_upper(lower.T, self.rng.standard_normal(self.act_dim))
+        out = np.sqrt(self.c) * y
         return out if np.isfinite(out).all() else np.zeros(self.act_dim)
+
+
+def solve_lower(lower: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Forward substitution for L y = rhs (L lower-triangular); rhs (n,) or (n, k)."""
+    y = np.array(rhs, dtype=np.float64, copy=True)
+    for i in range(lower.shape[0]):
+        y[i] = (y[i] - lower[i, :i] @ y[:i]) / lower[i, i]
+    return y
+
+
+def solve_upper(upper: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Back substitution for U y = rhs (U upper-triangular)."""
+    y = np.array(rhs, dtype=np.float64, copy=True)
+    for i in range(upper.shape[0] - 1, -1, -1):
+        y[i] = (y[i] - upper[i, i + 1 :] @ y[i + 1 :]) / upper[i, i]
+    return y
 
 
 def make_noise(kind: str, act_dim: int, scale: float, theta: float, rng, ema: float = 0.01):

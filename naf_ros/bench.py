@@ -1,0 +1,280 @@
+"""``naf-ros bench``: learning-curve and throughput benchmarks (numbers, JSON and plots).
+
+Benchmarks are not tests: they print figures and write ``<out>/<suite>.json`` plus PNG
+learning curves; BENCHMARKS.md quotes them with the machine they came from.
+
+Suites:
+  naf          NAF on Gymnasium Reacher-v5 and the fixed-target 3-DOF reacher, 3 seeds each
+  model-based  NAF vs. NAF + imagination rollouts (linear, -NN, true model) and iLQG mixing
+  updates      learner updates/s for the paper's network sizes
+  graph        ROS node graph: lockstep steps/s vs in-process, real-time latency, K arms
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from naf_ros.config import config_from_dict
+from naf_ros.core.metrics import plot_curves
+
+REACHER_FIXED = "NafRos/Reacher3DOFFixed-v0"
+
+
+def machine() -> dict:
+    info = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    info["torch"] = torch.__version__
+    return info
+
+
+def _train_one(job: dict) -> dict:
+    """Worker: one training run (own process, one torch thread)."""
+    from naf_ros.core.trainer import Trainer
+
+    cfg = config_from_dict(job["config"])
+    trainer = Trainer(cfg, run_dir=job["run_dir"], log=None)
+    summary = trainer.train()
+    summary["label"] = job["label"]
+    return summary
+
+
+def _run_jobs(jobs: list[dict], workers: int) -> list[dict]:
+    if workers <= 1:
+        return [_train_one(j) for j in jobs]
+    with mp.get_context("spawn").Pool(workers) as pool:
+        return pool.map(_train_one, jobs, chunksize=1)
+
+
+def _aggregate(results: list[dict]) -> dict:
+    """Per label: median episodes-to-5%, final return/tip distance, mean curve over seeds."""
+    out: dict[str, dict] = {}
+    for label in dict.fromkeys(r["label"] for r in results):
+        runs = [r for r in results if r["label"] == label]
+        curves = [np.asarray(r["eval_curve"]["return"]) for r in runs]
+        n = min(len(c) for c in curves)
+        mean_curve = np.mean([c[:n] for c in curves], axis=0)
+        episodes = runs[0]["eval_curve"]["episode"][:n]
+        # Paper's measure on the seed-averaged curve, against the best of all variants later.
+        out[label] = {
+            "seeds": [r["seed"] for r in runs],
+            "episodes": episodes,
+            "mean_eval_return": mean_curve.tolist(),
+            "final_eval_return": float(np.mean([r["final_eval_return"] for r in runs])),
+            "best_eval_return": float(np.mean([r["best_eval_return"] for r in runs])),
+            "final_tip_distance_m": float(np.mean([r["final_eval_tip_distance"] for r in runs])),
+            "episodes_to_within_5pct_per_seed": [r["episodes_to_within_5pct"] for r in runs],
+            "env_steps": int(np.mean([r["env_steps"] for r in runs])),
+            "updates_per_s": float(np.median([r["updates_per_s"] for r in runs])),
+            "wall_s": float(np.median([r["wall_s"] for r in runs])),
+        }
+    return out
+
+
+def _episodes_to_threshold(episodes, curve, threshold) -> int | None:
+    for ep, value in zip(episodes, curve):
+        if value >= threshold:
+            return int(ep)
+    return None
+
+
+def _finish(suite: str, out_dir: Path, payload: dict, title: str) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload["machine"] = machine()
+    payload["date"] = time.strftime("%Y-%m-%d")
+    (out_dir / f"{suite}.json").write_text(json.dumps(payload, indent=2))
+    for env_id, variants in payload.get("envs", {}).items():
+        curves = {label: (v["episodes"], v["mean_eval_return"]) for label, v in variants.items()}
+        name = env_id.replace("/", "_")
+        plot_curves(curves, out_dir / f"{suite}_{name}.png", f"{title}: {env_id}")
+    return payload
+
+
+def bench_naf(args) -> dict:
+    envs = {
+        "Reacher-v5": {
+            "env": {"id": "Reacher-v5"},
+            "train": {"episodes": args.reacher_v5_steps // 50, "eval_every": 20},
+        },
+        REACHER_FIXED: {
+            "env": {"id": REACHER_FIXED},
+            "train": {"episodes": args.episodes, "eval_every": 10},
+        },
+    }
+    payload: dict = {"suite": "naf", "envs": {}}
+    for env_id, base in envs.items():
+        jobs = []
+        for seed in range(args.seeds):
+            cfg = {
+                "env": base["env"],
+                "agent": {"hidden": args.hidden},
+                "exploration": {"kind": args.exploration, "scale": args.noise},
+                "train": {**base["train"], "seed": seed, "eval_episodes": 5, "progress": False},
+            }
+            jobs.append(
+                {
+                    "config": cfg,
+                    "label": "NAF",
+                    "run_dir": str(args.out / "runs" / env_id.replace("/", "_") / f"s{seed}"),
+                }
+            )
+        results = _run_jobs(jobs, args.workers)
+        payload["envs"][env_id] = _aggregate(results)
+        _print_table(env_id, payload["envs"][env_id])
+    return _finish("naf", args.out, payload, "NAF")
+
+
+MODEL_BASED_VARIANTS = {
+    "NAF": {"enabled": False},
+    "NAF+ImR (linear)": {"enabled": True, "model": "linear"},
+    "NAF+ImR (-NN)": {"enabled": True, "model": "nn"},
+    "NAF+ImR (true)": {"enabled": True, "model": "true"},
+    "NAF+ImR+iLQG p=0.5": {"enabled": True, "model": "linear", "ilqg_probability": 0.5},
+    "NAF+ImR+iLQG p=1": {"enabled": True, "model": "linear", "ilqg_probability": 1.0},
+}
+
+
+def bench_model_based(args) -> dict:
+    jobs = []
+    variants = args.variants or list(MODEL_BASED_VARIANTS)
+    for label in variants:
+        mb = dict(MODEL_BASED_VARIANTS[label])
+        if mb.get("enabled"):
+            mb["imagination_updates_per_step"] = args.imagination_updates
+        for seed in range(args.seeds):
+            cfg = {
+                "env": {"id": REACHER_FIXED},
+                "agent": {"hidden": args.hidden},
+                "exploration": {"kind": args.exploration, "scale": args.noise},
+                "model_based": mb,
+                "train": {
+                    "episodes": args.episodes,
+                    "eval_every": 5,
+                    "seed": seed,
+                    "eval_episodes": 3,
+                    "progress": False,
+                },
+            }
+            safe = label.replace(" ", "_").replace("/", "").replace("=", "")
+            jobs.append(
+                {
+                    "config": cfg,
+                    "label": label,
+                    "run_dir": str(args.out / "runs" / "model_based" / safe / f"s{seed}"),
+                }
+            )
+    results = _run_jobs(jobs, args.workers)
+    variants_out = _aggregate(results)
+    best = max(v["best_eval_return"] for v in variants_out.values())
+    threshold = best - 0.05 * abs(best)
+    for v in variants_out.values():
+        v["threshold"] = threshold
+        v["episodes_to_threshold"] = _episodes_to_threshold(
+            v["episodes"], v["mean_eval_return"], threshold
+        )
+    payload = {
+        "suite": "model_based",
+        "envs": {REACHER_FIXED: variants_out},
+        "threshold_rule": "within 5% of the best seed-averaged evaluation return",
+    }
+    _print_table(REACHER_FIXED, variants_out)
+    return _finish("model_based", args.out, payload, "Model-based acceleration")
+
+
+def bench_updates(args) -> dict:
+    import torch
+
+    from naf_ros.config import AgentConfig
+    from naf_ros.core.naf import NAFAgent
+    from naf_ros.core.replay import ReplayBuffer
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    rows = {}
+    for hidden in ([200, 200], [64, 64]):
+        for bn in (False, True):
+            agent = NAFAgent(13, 3, AgentConfig(hidden=hidden, batch_norm=bn))
+            buf = ReplayBuffer(13, 3, 10_000)
+            buf.add_batch(
+                rng.normal(size=(5000, 13)),
+                rng.uniform(-1, 1, (5000, 3)),
+                rng.normal(size=5000),
+                rng.normal(size=(5000, 13)),
+                np.zeros(5000),
+            )
+            times = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                for _ in range(200):
+                    agent.update(buf.sample(64, rng))
+                times.append(200 / (time.perf_counter() - t0))
+            key = f"hidden={hidden} batch_norm={bn}"
+            rows[key] = {
+                "updates_per_s_median": float(np.median(times)),
+                "updates_per_s_runs": times,
+            }
+            print(f"{key:40s} {np.median(times):8.0f} updates/s (batch 64, 1 thread)")
+    return _finish("updates", args.out, {"suite": "updates", "results": rows}, "updates")
+
+
+def _print_table(env_id: str, variants: dict) -> None:
+    print(f"\n{env_id}")
+    print(
+        f"{'variant':24s} {'final return':>12s} {'best':>8s} {'tip (m)':>8s} "
+        f"{'ep to 5%':>9s} {'upd/s':>7s}"
+    )
+    for label, v in variants.items():
+        ep5 = v.get("episodes_to_threshold", v["episodes_to_within_5pct_per_seed"])
+        print(
+            f"{label:24s} {v['final_eval_return']:12.2f} {v['best_eval_return']:8.2f} "
+            f"{v['final_tip_distance_m']:8.3f} {ep5!s:>9s} {v['updates_per_s']:7.0f}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="naf-ros bench", description=__doc__.splitlines()[0])
+    parser.add_argument("suite", choices=["naf", "model-based", "updates", "graph"])
+    parser.add_argument("--out", type=Path, default=Path("bench_results"))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--episodes", type=int, default=200)
+    parser.add_argument("--reacher-v5-steps", type=int, default=50_000)
+    parser.add_argument(
+        "--hidden", type=lambda s: [int(v) for v in s.split(",")], default=[200, 200]
+    )
+    parser.add_argument("--exploration", default="ou")
+    parser.add_argument("--noise", type=float, default=0.3)
+    parser.add_argument("--imagination-updates", type=int, default=10)
+    parser.add_argument("--variants", nargs="*", choices=list(MODEL_BASED_VARIANTS))
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    if args.suite == "naf":
+        bench_naf(args)
+    elif args.suite == "model-based":
+        bench_model_based(args)
+    elif args.suite == "updates":
+        bench_updates(args)
+    else:
+        from naf_ros.bench_graph import main as graph_main
+
+        return graph_main(args)
+    print(f"\nwrote {args.out}/")
+    return 0

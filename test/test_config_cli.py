@@ -1,0 +1,77 @@
+"""Config validation and the trainer CLI's behaviour on bad input."""
+
+import subprocess
+import sys
+
+import pytest
+
+from naf_ros.config import ConfigError, config_from_dict, load_config
+
+
+@pytest.mark.parametrize(
+    "override,fragment",
+    [
+        ("agent.batch_size=-4", "agent.batch_size"),
+        ("agent.gamma=1.0", "[0, 1)"),
+        ("agent.gamma=-0.1", "agent.gamma"),
+        ("agent.lr=fast", "agent.lr: expected float"),
+        ("agent.bogus=1", "allowed keys"),
+        ("nosuch.key=1", "allowed sections"),
+        ("exploration.kind=boltzmann", "one of ou, precision, gaussian, none"),
+        ("model_based.model=magic", "linear, nn, true"),
+        ("train.episodes=0", "integer > 0"),
+    ],
+)
+def test_bad_values_raise_one_line_error_naming_the_key(override, fragment):
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, [override])
+    message = str(exc.value)
+    assert fragment in message
+    assert "\n" not in message
+    assert override.split("=")[0].split(".")[0] in message
+
+
+def test_defaults_and_overrides_parse_types():
+    cfg = load_config(None, ["agent.lr=1e-4", "agent.hidden=[64, 32]", "agent.grad_clip=null"])
+    assert cfg.agent.lr == pytest.approx(1e-4) and isinstance(cfg.agent.lr, float)
+    assert cfg.agent.hidden == [64, 32]
+    assert cfg.agent.grad_clip is None
+
+
+def test_bool_is_not_an_int():
+    with pytest.raises(ConfigError):
+        config_from_dict({"agent": {"batch_size": True}})
+
+
+def _cli(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "naf_ros.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["-s", "agent.batch_size=-1"], "agent.batch_size"),
+        (["-s", "env.id=NoSuchEnv-v9"], "not a registered Gymnasium environment"),
+        (["-s", "env.id=CartPole-v1"], "non-box action_space"),
+        (["-s", "agent.gamma=1"], "agent.gamma"),
+    ],
+)
+def test_cli_config_error_is_one_line_and_writes_nothing(args, fragment, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = _cli("train", *args, "--run-dir", str(run_dir), cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not run_dir.exists()
+
+
+def test_cli_missing_config_file(tmp_path):
+    proc = _cli("train", "-c", str(tmp_path / "nope.yaml"), cwd=tmp_path)
+    assert proc.returncode == 2 and "config file not found" in proc.stderr
