@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from naf_ros.config import config_from_dict
 from naf_ros.core.trainer import Trainer
