@@ -1,0 +1,158 @@
+"""Algorithm 2 in the trainer: imagination rollouts, buffers, variants and the speed-up."""
+
+import numpy as np
+import pytest
+
+from naf_ros.config import ConfigError, config_from_dict
+from naf_ros.core.dynamics import LinearGaussianDynamics
+from naf_ros.core.imagination import TrueSimModel, imagine
+from naf_ros.core.trainer import Trainer
+
+FIXED = "NafRos/Reacher3DOFFixed-v0"
+
+
+def _config(episodes, seed=0, mb=None, **sections):
+    base = {
+        "env": {"id": FIXED},
+        "agent": {"hidden": [64, 64], "warmup_steps": 500},
+        "exploration": {"kind": "ou", "scale": 0.3},
+        "model_based": mb or {"enabled": False},
+        "train": {"episodes": episodes, "eval_every": 5, "eval_episodes": 3, "seed": seed,
+                  "progress": False},
+    }
+    for key, values in sections.items():
+        base.setdefault(key, {}).update(values)
+    return config_from_dict(base)
+
+
+def test_imagination_reproduces_a_known_models_trajectories():
+    rng = np.random.default_rng(0)
+    T, nx, nu = 12, 4, 2
+    F = rng.normal(scale=0.3, size=(T, nx, nx + nu))
+    f = rng.normal(scale=0.1, size=(T, nx))
+    model = LinearGaussianDynamics(F=F, f=f, N=np.broadcast_to(1e-9 * np.eye(nx), (T, nx, nx)),
+                                   x0_mean=np.zeros(nx), x0_cov=1e-9 * np.eye(nx))
+    gain = rng.normal(scale=0.2, size=(nu, nx))
+
+    def policy(x):
+        return np.tanh(x @ gain.T)
+
+    def reward(x, u):
+        return -(x**2).sum(-1)
+
+    starts = rng.normal(size=(5, nx))
+    t0 = np.array([0, 3, 7, 9, 11])
+    out = imagine(model, policy, reward, starts, t0, length=4, horizon=T, noise_scale=0.0, rng=rng)
+    expected = []
+    for x, t in zip(starts, t0):
+        for k in range(4):
+            if t + k >= T:
+                break
+            u = policy(x[None])[0]
+            x_next = F[t + k] @ np.concatenate([x, u]) + f[t + k]
+            expected.append((x, u, x_next, t + k))
+            x = x_next
+    assert len(out["obs"]) == len(expected) == 4 + 4 + 4 + 3 + 1  # stops at the horizon
+    got = sorted(zip(out["step"], out["obs"][:, 0]), key=lambda p: (p[0], p[1]))
+    exp = sorted(((t, x[0]) for x, _, _, t in expected), key=lambda p: (p[0], p[1]))
+    assert np.allclose(np.array(got), np.array(exp))
+    for x, u, x_next, t in expected:
+        i = int(np.flatnonzero(np.all(np.isclose(out["obs"], x), axis=1))[0])
+        assert np.allclose(out["action"][i], u) and np.allclose(out["next_obs"][i], x_next)
+        assert out["reward"][i] == pytest.approx(reward(x[None], u[None])[0])
+
+
+def test_true_model_matches_the_environment():
+    import gymnasium as gym
+
+    import naf_ros.envs  # noqa: F401
+
+    env = gym.make(FIXED)
+    model = TrueSimModel(FIXED, {})
+    obs, _ = env.reset(seed=1)
+    rng = np.random.default_rng(1)
+    for t in range(10):
+        action = rng.uniform(-1, 1, 3)
+        predicted = model.predict(t, obs, action)[0]
+        obs, *_ = env.step(action)
+        assert np.allclose(predicted, obs, atol=1e-9)
+
+
+def test_algorithm_2_buffers_and_schedule(tmp_path):
+    mb = {"enabled": True, "episodes_per_fit": 2, "rollout_every": 10, "rollout_batch": 4,
+          "rollout_length": 3, "imagination_off_after": 5, "imagination_updates_per_step": 2}
+    cfg = _config(6, mb=mb, agent={"warmup_steps": 50, "updates_per_step": 1, "batch_size": 8})
+    trainer = Trainer(cfg, run_dir=tmp_path, log=None)
+    acc = trainer.accelerator
+    for _ in range(2):
+        trainer.run_episode()
+    assert acc.stats["fits"] == 1 and len(acc.B_old) == 2 and acc.B_f == []
+    assert acc.model is not None and len(acc.fictional) == 0
+    trainer.run_episode()  # 50 steps -> 5 rollout rounds of 4 starts x 3 steps (horizon cuts)
+    assert 0 < len(acc.fictional) <= 5 * 4 * 3
+    imagined_before_off = acc.stats["imagined"]
+    updates_before = trainer.agent.updates
+    trainer.run_episode()  # episode index 3 -> still on
+    assert trainer.agent.updates - updates_before == 50 * (1 + 2)
+    trainer.run_episode()  # episode 4 -> still on (off after 5 completed)
+    trainer.run_episode()  # episodes >= 5: off
+    assert acc.stats["fits"] == 3
+    on_after = acc.stats["imagined"]
+    assert on_after > imagined_before_off
+    updates_before = trainer.agent.updates
+    trainer.counters.episodes = 5
+    trainer.run_episode()
+    assert acc.stats["imagined"] == on_after, "imagination must stay off"
+    assert trainer.agent.updates - updates_before == 50
+
+
+def test_ilqg_episodes_mix_with_probability_p(tmp_path):
+    mb = {"enabled": True, "episodes_per_fit": 2, "ilqg_probability": 1.0}
+    cfg = _config(6, mb=mb, agent={"warmup_steps": 50, "updates_per_step": 1})
+    trainer = Trainer(cfg, run_dir=tmp_path, log=None)
+    kinds = [trainer.run_episode()["controller"] for _ in range(6)]
+    assert kinds[:2] == ["policy", "policy"]  # no controller before the first fit
+    assert kinds[2:] == ["ilqg"] * 4
+    acc = trainer.accelerator
+    assert acc.stats["ilqg_updates"] >= 2
+    assert all(np.abs(trainer.replay.action[: len(trainer.replay)]).max(axis=0) <= 1.0)
+
+
+@pytest.mark.parametrize(
+    "env,mb,fragment",
+    [
+        ({"id": FIXED, "kwargs": {"max_episode_steps": None}}, {"model": "linear"},
+         "fixed episode length"),
+        ({"id": "Pendulum-v1"}, {"model": "linear"}, "no task reward"),
+    ],
+)
+def test_variant_that_cannot_apply_is_a_one_line_error(env, mb, fragment, tmp_path):
+    import gymnasium as gym
+
+    if env["id"] == FIXED:
+        # A reacher without a time limit: register a variant once.
+        if "Test/ReacherNoLimit-v0" not in gym.registry:
+            gym.register("Test/ReacherNoLimit-v0",
+                         entry_point="naf_ros.envs.reacher_env:Reacher3DOFEnv",
+                         kwargs={"fixed_target": (0.1, 0.2)})
+        env = {"id": "Test/ReacherNoLimit-v0"}
+    cfg = _config(1, env=env, mb={"enabled": True, **mb})
+    with pytest.raises(ConfigError) as exc:
+        Trainer(cfg, run_dir=tmp_path, log=None)
+    assert fragment in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_imagination_rollouts_beat_plain_naf_on_the_same_budget(tmp_path):
+    """Same seed, same 20-episode budget (1,000 real steps) on the fixed-target reacher."""
+    results = {}
+    for name, mb in {
+        "naf": {"enabled": False},
+        "imr": {"enabled": True, "model": "linear", "rollout_length": 5,
+                "imagination_updates_per_step": 10},
+    }.items():
+        cfg = _config(20, mb=mb)
+        summary = Trainer(cfg, run_dir=tmp_path / name, log=None).train()
+        curve = summary["eval_curve"]["return"]
+        results[name] = float(np.mean(curve[-2:]))  # evals at episodes 15 and 20
+        print(name, curve)
+    assert results["imr"] > results["naf"] + 2.0, results
