@@ -79,6 +79,7 @@ class ModelBasedConfig:
     imagination_off_after: int | None = field(default=None, metadata=NONNEG_INT)
     ilqg_probability: float = field(default=0.0, metadata=UNIT)
     ilqg_mode: str = field(default="trajectory", metadata=_choice("trajectory", "mpc"))
+    mpc_horizon: int = field(default=10, metadata=POS_INT)
     kl_step: float = field(default=1.0, metadata=POS)
     prior_episodes: int = field(default=20, metadata=POS_INT)
     reg: float = field(default=1e-6, metadata=NONNEG)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import naf_ros.envs  # noqa: F401
 from naf_ros.config import ConfigError, config_from_dict
 from naf_ros.core.dynamics import LinearGaussianDynamics
 from naf_ros.core.imagination import TrueSimModel, imagine
@@ -17,8 +18,13 @@ def _config(episodes, seed=0, mb=None, **sections):
         "agent": {"hidden": [64, 64], "warmup_steps": 500},
         "exploration": {"kind": "ou", "scale": 0.3},
         "model_based": mb or {"enabled": False},
-        "train": {"episodes": episodes, "eval_every": 5, "eval_episodes": 3, "seed": seed,
-                  "progress": False},
+        "train": {
+            "episodes": episodes,
+            "eval_every": 5,
+            "eval_episodes": 3,
+            "seed": seed,
+            "progress": False,
+        },
     }
     for key, values in sections.items():
         base.setdefault(key, {}).update(values)
@@ -30,8 +36,13 @@ def test_imagination_reproduces_a_known_models_trajectories():
     T, nx, nu = 12, 4, 2
     F = rng.normal(scale=0.3, size=(T, nx, nx + nu))
     f = rng.normal(scale=0.1, size=(T, nx))
-    model = LinearGaussianDynamics(F=F, f=f, N=np.broadcast_to(1e-9 * np.eye(nx), (T, nx, nx)),
-                                   x0_mean=np.zeros(nx), x0_cov=1e-9 * np.eye(nx))
+    model = LinearGaussianDynamics(
+        F=F,
+        f=f,
+        N=np.broadcast_to(1e-9 * np.eye(nx), (T, nx, nx)),
+        x0_mean=np.zeros(nx),
+        x0_cov=1e-9 * np.eye(nx),
+    )
     gain = rng.normal(scale=0.2, size=(nu, nx))
 
     def policy(x):
@@ -56,7 +67,7 @@ def test_imagination_reproduces_a_known_models_trajectories():
     got = sorted(zip(out["step"], out["obs"][:, 0]), key=lambda p: (p[0], p[1]))
     exp = sorted(((t, x[0]) for x, _, _, t in expected), key=lambda p: (p[0], p[1]))
     assert np.allclose(np.array(got), np.array(exp))
-    for x, u, x_next, t in expected:
+    for x, u, x_next, _t in expected:
         i = int(np.flatnonzero(np.all(np.isclose(out["obs"], x), axis=1))[0])
         assert np.allclose(out["action"][i], u) and np.allclose(out["next_obs"][i], x_next)
         assert out["reward"][i] == pytest.approx(reward(x[None], u[None])[0])
@@ -65,7 +76,6 @@ def test_imagination_reproduces_a_known_models_trajectories():
 def test_true_model_matches_the_environment():
     import gymnasium as gym
 
-    import naf_ros.envs  # noqa: F401
 
     env = gym.make(FIXED)
     model = TrueSimModel(FIXED, {})
@@ -79,8 +89,15 @@ def test_true_model_matches_the_environment():
 
 
 def test_algorithm_2_buffers_and_schedule(tmp_path):
-    mb = {"enabled": True, "episodes_per_fit": 2, "rollout_every": 10, "rollout_batch": 4,
-          "rollout_length": 3, "imagination_off_after": 5, "imagination_updates_per_step": 2}
+    mb = {
+        "enabled": True,
+        "episodes_per_fit": 2,
+        "rollout_every": 10,
+        "rollout_batch": 4,
+        "rollout_length": 3,
+        "imagination_off_after": 5,
+        "imagination_updates_per_step": 2,
+    }
     cfg = _config(6, mb=mb, agent={"warmup_steps": 50, "updates_per_step": 1, "batch_size": 8})
     trainer = Trainer(cfg, run_dir=tmp_path, log=None)
     acc = trainer.accelerator
@@ -121,8 +138,11 @@ def test_ilqg_episodes_mix_with_probability_p(tmp_path):
 @pytest.mark.parametrize(
     "env,mb,fragment",
     [
-        ({"id": FIXED, "kwargs": {"max_episode_steps": None}}, {"model": "linear"},
-         "fixed episode length"),
+        (
+            {"id": FIXED, "kwargs": {"max_episode_steps": None}},
+            {"model": "linear"},
+            "fixed episode length",
+        ),
         ({"id": "Pendulum-v1"}, {"model": "linear"}, "no task reward"),
     ],
 )
@@ -132,9 +152,11 @@ def test_variant_that_cannot_apply_is_a_one_line_error(env, mb, fragment, tmp_pa
     if env["id"] == FIXED:
         # A reacher without a time limit: register a variant once.
         if "Test/ReacherNoLimit-v0" not in gym.registry:
-            gym.register("Test/ReacherNoLimit-v0",
-                         entry_point="naf_ros.envs.reacher_env:Reacher3DOFEnv",
-                         kwargs={"fixed_target": (0.1, 0.2)})
+            gym.register(
+                "Test/ReacherNoLimit-v0",
+                entry_point="naf_ros.envs.reacher_env:Reacher3DOFEnv",
+                kwargs={"fixed_target": (0.1, 0.2)},
+            )
         env = {"id": "Test/ReacherNoLimit-v0"}
     cfg = _config(1, env=env, mb={"enabled": True, **mb})
     with pytest.raises(ConfigError) as exc:
@@ -147,8 +169,12 @@ def test_imagination_rollouts_beat_plain_naf_on_the_same_budget(tmp_path):
     results = {}
     for name, mb in {
         "naf": {"enabled": False},
-        "imr": {"enabled": True, "model": "linear", "rollout_length": 5,
-                "imagination_updates_per_step": 10},
+        "imr": {
+            "enabled": True,
+            "model": "linear",
+            "rollout_length": 5,
+            "imagination_updates_per_step": 10,
+        },
     }.items():
         cfg = _config(20, mb=mb)
         summary = Trainer(cfg, run_dir=tmp_path / name, log=None).train()
@@ -156,3 +182,33 @@ def test_imagination_rollouts_beat_plain_naf_on_the_same_budget(tmp_path):
         results[name] = float(np.mean(curve[-2:]))  # evals at episodes 15 and 20
         print(name, curve)
     assert results["imr"] > results["naf"] + 2.0, results
+
+
+def test_mpc_on_the_true_model_reaches_the_target():
+    import gymnasium as gym
+
+    from naf_ros.core.mpc import MPCController
+
+    env = gym.make(FIXED)
+    model = TrueSimModel(FIXED, {})
+    mpc = MPCController(model, model.task, 3, plan_horizon=10)
+    obs, _ = env.reset(seed=0)
+    total = 0.0
+    for t in range(50):
+        action = mpc.act(t, obs)
+        assert np.all(np.abs(action) <= 1.0)
+        obs, reward, _, _, info = env.step(action)
+        total += reward
+    assert info["tip_distance"] < 0.005  # half a centimetre
+    assert total > -3.0  # random policy: about -13.5
+
+
+def test_mpc_mode_needs_the_true_model(tmp_path):
+    cfg = _config(1, mb={"enabled": True, "model": "linear", "ilqg_mode": "mpc"})
+    with pytest.raises(ConfigError, match="true"):
+        Trainer(cfg, run_dir=tmp_path, log=None)
+    cfg = _config(
+        1, mb={"enabled": True, "model": "true", "ilqg_mode": "mpc", "ilqg_probability": 1.0}
+    )
+    trainer = Trainer(cfg, run_dir=tmp_path, log=None)
+    assert trainer.run_episode()["controller"] == "ilqg"

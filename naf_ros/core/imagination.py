@@ -28,6 +28,7 @@ from naf_ros.core.dynamics import (
 )
 from naf_ros.core.envs import episode_limit
 from naf_ros.core.ilqg import ILQGOptimizer, LinearGaussianController
+from naf_ros.core.mpc import MPCController
 from naf_ros.core.replay import ReplayBuffer
 
 
@@ -40,6 +41,8 @@ class TrueSimModel:
 
     def __init__(self, env_id: str, env_kwargs: dict) -> None:
         import gymnasium as gym
+
+        import naf_ros.envs  # noqa: F401  (registers the reacher ids)
 
         self.env = gym.make(env_id, **env_kwargs).unwrapped
         if not (hasattr(self.env, "sim") and hasattr(self.env, "task")):
@@ -177,6 +180,14 @@ class ModelBasedAccelerator:
             self.nn_model = GlobalNNDynamics(self.obs_dim, self.act_dim, seed=cfg.train.seed)
         if mb.model == "true":
             self.true_model = TrueSimModel(cfg.env.id, cfg.env.kwargs)
+        self.mpc = None
+        if mb.ilqg_mode == "mpc":
+            if mb.model != "true":
+                raise ConfigError(
+                    f"model_based.ilqg_mode: 'mpc' re-plans on the true model; set "
+                    f"model_based.model to 'true' (got {mb.model!r})"
+                )
+            self.mpc = MPCController(self.true_model, self.task, self.act_dim, mb.mpc_horizon)
         self.stats = {
             "fits": 0,
             "fit_failures": 0,
@@ -194,9 +205,10 @@ class ModelBasedAccelerator:
 
     def choose_controller(self):
         """iLQG with probability ``ilqg_probability`` once a controller exists, else None."""
-        if self.controller is not None and self.rng.random() < self.mb.ilqg_probability:
+        controller = self.mpc if self.mpc is not None else self.controller
+        if controller is not None and self.rng.random() < self.mb.ilqg_probability:
             self.stats["ilqg_episodes"] += 1
-            return self.controller
+            return controller
         return None
 
     def observe(self, obs, action, reward, next_obs, t: int) -> None:
@@ -226,7 +238,7 @@ class ModelBasedAccelerator:
             self.stats["last_fit_error"] = str(exc)
             return {"fit": "failed"}
         self.stats["fits"] += 1
-        if linear is not None and self.mb.ilqg_probability > 0:
+        if linear is not None and self.mb.ilqg_probability > 0 and self.mpc is None:
             self._ilqg_step(linear, X, U)
         return {"fit": "ok"}
 
