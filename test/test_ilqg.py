@@ -283,6 +283,19 @@ def test_optimizer_adapts_kl_step_from_predicted_vs_actual():
     assert info["actual_improvement"] < 0 and opt.kl_step < 0.5 * before
 
 
+def test_optimizer_ignores_non_finite_returns_when_adapting():
+    """A NaN mean return (no samples from iLQG) must not poison kl_step (regression)."""
+    dyn, p = make_system()
+    opt = ILQGOptimizer(quadratic_reward(p), kl_step=0.2, min_kl_step=0.01, max_kl_step=1.0)
+    ctrl = LinearGaussianController.initial(T, NX, NU, 0.5, low=-5.0, high=5.0)
+    X, U = np.zeros((5, T + 1, NX)), np.zeros((5, T, NU))
+    ctrl, _ = opt.update(dyn, ctrl, X, U, returns=np.full(5, np.nan))
+    ctrl, info = opt.update(dyn, ctrl, X, U, returns=np.full(5, -100.0))
+    ctrl, info = opt.update(dyn, ctrl, X, U, returns=np.full(5, -90.0))
+    assert np.isfinite(opt.kl_step) and np.isfinite(info["epsilon"])
+    assert 0.01 <= opt.kl_step <= 1.0
+
+
 # --- end to end on the reacher --------------------------------------------------------------------
 def test_reacher_ilqg_improves_return():
     import gymnasium as gym

@@ -7,10 +7,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from naf_ros.envs import FIXED_TARGET
 from naf_ros.envs.sim import ReacherSim
 from naf_ros.envs.task import ReacherTask
 
-FIXED_TARGET = (0.10, 0.20)
+__all__ = ["FIXED_TARGET", "Reacher3DOFEnv"]
 
 
 class Reacher3DOFEnv(gym.Env):

@@ -1,0 +1,549 @@
+"""Learner node: NAF updates (Algorithm 1) with imagination rollouts (Algorithm 2) over ROS.
+
+Transitions from ``/naf/transitions`` are sequence-checked on the executor thread (duplicates,
+late copies and malformed messages dropped and counted; gaps counted and reported) and
+queued for a worker thread that owns all learning state. Per real transition it adds the
+sample to the replay R, every ``model_based.rollout_every`` transitions rolls the current
+mu through the latest model from ``/naf/dynamics_model`` into the fictional buffer R_f, and
+does I·l updates from R_f plus I from R. Keeping updates off the executor thread means an
+update burst never starves the subscription queues.
+
+``mode=lockstep`` does exactly that, in arrival order, and publishes ``/naf/learner_progress``
+after each batch so a lockstep policy can hold the update-to-data ratio. ``mode=realtime``
+adds whatever arrived and keeps updating continuously, like learning next to a real robot.
+
+Weights go out on ``/naf/weights`` at startup and every ``weights_every_updates`` updates.
+Checkpoints (agent, R, R_f, state buffers, counters, per-producer sequence state, RNGs) are
+written every ``checkpoint_every_s`` and on shutdown, and resumed on start; an unreadable
+checkpoint is renamed aside, never overwritten.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.node import Node
+from std_msgs.msg import Float32MultiArray, Float64, Float64MultiArray
+
+from naf_ros.config import Config, ConfigError
+from naf_ros.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from naf_ros.core.dynamics import LinearGaussianDynamics
+from naf_ros.core.episodes import GAP, RESTART, SequenceTracker, StateBuffer
+from naf_ros.core.imagination import imagine
+from naf_ros.core.naf import NAFAgent
+from naf_ros.core.replay import ReplayBuffer
+from naf_ros.ros import qos
+from naf_ros.ros.codec import CodecError, pack_arrays, unpack_arrays
+from naf_ros.ros.common import Diagnostics, declare_config
+from naf_ros.ros.dynamics_fitter import (
+    MODEL_TOPIC,
+    TRANSITIONS_TOPIC,
+    declare,
+    env_horizon,
+    parse_transition,
+    publish_scalar,
+    reacher_task,
+    run_node,
+)
+
+WEIGHTS_TOPIC = "/naf/weights"
+PROGRESS_TOPIC = "/naf/learner_progress"
+MODES = ("lockstep", "realtime")
+CHECKPOINT_NAME = "learner_checkpoint.pt"
+CHECKPOINT_KIND = "naf_ros-learner"
+MAX_BATCH = 2000  # transitions drained per worker iteration (bounds progress latency)
+
+
+# --- learning state (no ROS) ------------------------------------------------------------------
+@dataclass
+class Counters:
+    transitions: int = 0
+    episodes: int = 0
+    rejected_replay: int = 0
+    imagined: int = 0
+    rollouts: int = 0
+    models: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class Learner:
+    """Everything Algorithms 1/2 keep between real transitions, owned by one thread.
+
+    ``observe`` adds one real transition (and triggers imagination every m of them),
+    ``learn`` does one round of I updates from R plus I·l from R_f, ``set_model`` swaps
+    in a new model and takes B_old <- B_f.
+    """
+
+    def __init__(self, cfg: Config, obs_dim: int, act_dim: int, horizon: int, reward) -> None:
+        self.cfg = cfg
+        self.obs_dim, self.act_dim, self.horizon = obs_dim, act_dim, horizon
+        self.reward = reward
+        mb = cfg.model_based
+        self.rng = np.random.default_rng(cfg.train.seed)
+        self.agent = NAFAgent(obs_dim, act_dim, cfg.agent, seed=cfg.train.seed)
+        self.replay = ReplayBuffer(obs_dim, act_dim, cfg.agent.replay_capacity)
+        self.fictional = ReplayBuffer(obs_dim, act_dim, mb.imagination_capacity)
+        self.states_f = StateBuffer(obs_dim, mb.episodes_per_fit * horizon)
+        self.states_old = StateBuffer(obs_dim, mb.episodes_per_fit * horizon)
+        self.model: LinearGaussianDynamics | None = None
+        self.model_version = -1
+        self.processed: dict[int, int] = {}  # producer -> last seq accounted for
+        self.counters = Counters()
+        self._loss_lock = threading.Lock()
+        self._loss_sum, self._loss_n = 0.0, 0
+
+    # --- Algorithm 2 plumbing -----------------------------------------------------------------
+    @property
+    def imagination_updates(self) -> int:
+        """I·l (or the configured override): updates from R_f per real transition."""
+        mb = self.cfg.model_based
+        if mb.imagination_updates_per_step is not None:
+            return mb.imagination_updates_per_step
+        return self.cfg.agent.updates_per_step * mb.rollout_length
+
+    @property
+    def imagination_active(self) -> bool:
+        mb = self.cfg.model_based
+        if not mb.enabled or self.model is None:
+            return False
+        return mb.imagination_off_after is None or self.counters.episodes < mb.imagination_off_after
+
+    def set_model(self, model: LinearGaussianDynamics, version: int) -> None:
+        """M <- new model; B_old <- B_f (the states the model was fitted around)."""
+        self.model, self.model_version = model, int(version)
+        if len(self.states_f):
+            self.states_old = self.states_f.snapshot()
+        self.counters.models += 1
+
+    def rollout_imagination(self) -> int:
+        """Sample starts from B_old, roll mu through M for l steps, store them in R_f."""
+        mb = self.cfg.model_based
+        source = self.states_old if len(self.states_old) else self.states_f
+        if self.model is None or not len(source):
+            return 0
+        x0, t0 = source.sample(mb.rollout_batch, self.rng)
+        batch = imagine(
+            self.model,
+            self.agent.mu_batch,
+            self.reward,
+            x0,
+            t0,
+            mb.rollout_length,
+            self.model.horizon,
+            self.cfg.exploration.scale,
+            self.rng,
+        )
+        if not len(batch["reward"]):
+            return 0
+        # An imagined rollout's end is a truncation, not a terminal: targets bootstrap.
+        added = self.fictional.add_batch(
+            batch["obs"],
+            batch["action"],
+            batch["reward"],
+            batch["next_obs"],
+            np.zeros(len(batch["reward"])),
+            batch["step"],
+        )
+        self.counters.imagined += added
+        self.counters.rollouts += 1
+        return added
+
+    # --- real data and updates ----------------------------------------------------------------
+    def account(self, producer: int, seq: int) -> None:
+        self.processed[producer] = seq
+
+    def observe(self, tr: dict) -> None:
+        """Store one real transition in R and B_f; imagine every m transitions."""
+        ok = self.replay.add(
+            tr["obs"], tr["action"], tr["reward"], tr["next_obs"], tr["terminal"], tr["t"]
+        )
+        if not ok:
+            self.counters.rejected_replay += 1
+        self.states_f.add(tr["obs"], tr["t"])
+        self.counters.transitions += 1
+        if tr["terminal"] or tr["truncated"]:
+            self.counters.episodes += 1
+        m = self.cfg.model_based.rollout_every
+        if self.imagination_active and self.counters.transitions % m == 0:
+            self.rollout_imagination()
+
+    @property
+    def warm(self) -> bool:
+        a = self.cfg.agent
+        return len(self.replay) >= max(a.batch_size, a.warmup_steps)
+
+    def learn(self) -> int:
+        """One real step's worth of updates: I·l from R_f (if imagining) and I from R."""
+        if not self.warm:
+            return 0
+        a = self.cfg.agent
+        before = self.agent.updates
+        if self.imagination_active and len(self.fictional) >= a.batch_size:
+            for _ in range(self.imagination_updates):
+                self._record(self.agent.update(self.fictional.sample(a.batch_size, self.rng)))
+        for _ in range(a.updates_per_step):
+            self._record(self.agent.update(self.replay.sample(a.batch_size, self.rng)))
+        return self.agent.updates - before
+
+    def _record(self, loss: float) -> None:
+        if math.isfinite(loss):
+            with self._loss_lock:
+                self._loss_sum += loss
+                self._loss_n += 1
+
+    def take_mean_loss(self) -> float | None:
+        """Mean Q loss since the last call (None if no update happened)."""
+        with self._loss_lock:
+            s, n = self._loss_sum, self._loss_n
+            self._loss_sum, self._loss_n = 0.0, 0
+        return s / n if n else None
+
+    # --- persistence --------------------------------------------------------------------------
+    def payload(self) -> dict:
+        return {
+            "kind": CHECKPOINT_KIND,
+            "dims": [self.obs_dim, self.act_dim],
+            "hidden": list(self.cfg.agent.hidden),
+            "agent": self.agent.state_dict(),
+            "replay": self.replay.state_dict(),
+            "fictional": self.fictional.state_dict(),
+            "states_f": self.states_f.state_dict(),
+            "states_old": self.states_old.state_dict(),
+            "model": None if self.model is None else self.model.to_arrays(),
+            "model_version": self.model_version,
+            "processed": dict(self.processed),
+            "counters": self.counters.__dict__.copy(),
+            "rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "config": self.cfg.to_dict(),
+        }
+
+    def restore(self, payload: dict) -> None:
+        """Load a checkpoint payload; raises ValueError/KeyError/RuntimeError if it does not fit."""
+        if payload.get("kind") != CHECKPOINT_KIND:
+            raise ValueError(f"not a learner checkpoint (kind {payload.get('kind')!r})")
+        if list(payload["dims"]) != [self.obs_dim, self.act_dim]:
+            raise ValueError(f"dims {payload['dims']} != {[self.obs_dim, self.act_dim]}")
+        if list(payload["hidden"]) != list(self.cfg.agent.hidden):
+            raise ValueError(f"agent.hidden {payload['hidden']} != {self.cfg.agent.hidden}")
+        self.agent.load_state_dict(payload["agent"])
+        self.replay.load_state_dict(payload["replay"])
+        self.fictional.load_state_dict(payload["fictional"])
+        self.states_f.load_state_dict(payload["states_f"])
+        self.states_old.load_state_dict(payload["states_old"])
+        if payload["model"] is not None:
+            self.model = LinearGaussianDynamics.from_arrays(payload["model"])
+        self.model_version = int(payload["model_version"])
+        self.processed = {int(k): int(v) for k, v in payload["processed"].items()}
+        self.counters = Counters(**payload["counters"])
+        self.rng.bit_generator.state = payload["rng"]
+        torch.set_rng_state(payload["torch_rng"])
+
+
+# --- the node ---------------------------------------------------------------------------------
+class LearnerNode(Node):
+    """Thin ROS adapter around :class:`Learner`: queue in, weights/progress/metrics out."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("learner", **kwargs)
+        self.cfg = declare_config(self)
+        self.mode = str(declare(self, "mode", "lockstep"))
+        if self.mode not in MODES:
+            raise ConfigError(f"mode: {self.mode!r} is not one of {', '.join(MODES)}")
+        self.weights_every = int(declare(self, "weights_every_updates", 250))
+        self.checkpoint_every_s = float(declare(self, "checkpoint_every_s", 60.0))
+        run_dir = str(declare(self, "run_dir", "")) or self.cfg.train.run_dir
+        resume = bool(declare(self, "resume", True))
+        if self.weights_every < 1:
+            raise ConfigError("weights_every_updates: must be an integer >= 1")
+        torch.set_num_threads(self.cfg.train.torch_threads)
+        task = reacher_task(self.cfg.env)
+        self.obs_dim, self.act_dim = task.obs_dim, task.act_dim
+        self.horizon = env_horizon(self.cfg.env)
+        self.checkpoint_path = Path(run_dir) / CHECKPOINT_NAME
+        self.learner = Learner(self.cfg, self.obs_dim, self.act_dim, self.horizon, task.reward)
+        self.resumed = False
+        if resume:
+            self._resume()
+        self.tracker = SequenceTracker()
+        for producer, last in self.learner.processed.items():
+            self.tracker.set_next(producer, last + 1)
+        extra = self.learner.counters.extra
+        self.tracker.gaps, self.tracker.lost = extra.get("gaps", 0), extra.get("lost", 0)
+
+        self.diag = Diagnostics(self)
+        self._weights_pub = self.create_publisher(Float32MultiArray, WEIGHTS_TOPIC, qos.LATCHED)
+        # Latched: compatible with volatile and transient-local readers, and a restarted
+        # policy sees where the learner is at once.
+        self._progress_pub = self.create_publisher(Float64MultiArray, PROGRESS_TOPIC, qos.LATCHED)
+        self._metric_pubs = {
+            name: self.create_publisher(Float64, f"/naf/metrics/{name}", qos.METRICS)
+            for name in (
+                "q_loss",
+                "updates_per_s",
+                "replay_size",
+                "imagination_transitions",
+                "transitions_lost",
+            )
+        }
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self.worker_error: str | None = None
+        self.checkpoints_saved = 0
+        self.weights_published = 0
+        self._last_weights_updates = -1
+        self._metrics_last = (time.monotonic(), self.learner.agent.updates)
+        self.publish_weights()
+        if self.learner.processed:
+            self.publish_progress()  # a waiting lockstep policy learns where we resumed
+        self.create_subscription(
+            Float64MultiArray, TRANSITIONS_TOPIC, self._on_transition, qos.TRANSITIONS
+        )
+        self.create_subscription(Float64MultiArray, MODEL_TOPIC, self._on_model, qos.LATCHED)
+        self.create_timer(1.0, self._on_metrics_timer)
+        self._refresh_diagnostics()
+        a = self.cfg.agent
+        self.get_logger().info(
+            f"learner ({self.mode}): hidden {a.hidden}, I={a.updates_per_step}, "
+            f"warmup {a.warmup_steps}, model-based {self.cfg.model_based.enabled}, "
+            f"checkpoint {self.checkpoint_path}"
+        )
+
+    # --- lifecycle of the worker --------------------------------------------------------------
+    def start(self) -> None:
+        self._worker = threading.Thread(target=self._run_worker, name="learner", daemon=True)
+        self._worker.start()
+
+    def healthy(self) -> bool:
+        return self.worker_error is None
+
+    def on_shutdown(self) -> None:
+        """Stop learning, then write the final checkpoint (called while ROS is still up)."""
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join(timeout=60.0)
+        self.save_checkpoint()
+
+    # --- checkpoints --------------------------------------------------------------------------
+    def _resume(self) -> None:
+        path = self.checkpoint_path
+        if not path.exists():
+            return
+        try:
+            self.learner.restore(load_checkpoint(path))
+        except (CheckpointError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            bad = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%dT%H%M%S')}")
+            try:
+                path.rename(bad)
+            except OSError as err:  # never overwrite what we could not move aside
+                raise ConfigError(
+                    f"checkpoint {path} unusable ({exc}) and cannot be moved aside "
+                    f"({err.strerror}); fix or remove it"
+                ) from None
+            self.learner = Learner(
+                self.cfg, self.obs_dim, self.act_dim, self.horizon, self.learner.reward
+            )
+            self.get_logger().error(
+                f"checkpoint unusable ({type(exc).__name__}: {exc}); kept as {bad.name}; "
+                "starting fresh"
+            )
+            return
+        self.resumed = True
+        c = self.learner.counters
+        self.get_logger().info(
+            f"resumed from {path}: {self.learner.agent.updates} updates, {c.transitions} "
+            f"transitions, replay {len(self.learner.replay)}, R_f {len(self.learner.fictional)}"
+        )
+
+    def save_checkpoint(self) -> None:
+        """Only from the worker thread or after it stopped: the payload must be consistent."""
+        self.learner.counters.extra.update(gaps=self.tracker.gaps, lost=self.tracker.lost)
+        t0 = time.perf_counter()
+        size = save_checkpoint(self.checkpoint_path, self.learner.payload())
+        self.checkpoints_saved += 1
+        self.get_logger().info(
+            f"checkpoint {self.checkpoint_path} ({size / 1e6:.1f} MB, "
+            f"{self.learner.agent.updates} updates) in {time.perf_counter() - t0:.2f} s"
+        )
+
+    # --- executor-thread callbacks ------------------------------------------------------------
+    def _on_transition(self, msg: Float64MultiArray) -> None:
+        try:
+            tr, header, reason = parse_transition(msg, self.obs_dim, self.act_dim)
+            if header is None:
+                self.diag.reject(reason)
+                return
+            producer, seq, episode, t = header
+            verdict = self.tracker.check(producer, seq, restart_hint=(t == 0 and episode == 0))
+            if not verdict.accepted:
+                self.diag.reject(verdict.status, f"producer {producer} seq {seq}")
+                return
+            if verdict.status == GAP:
+                self.get_logger().warning(
+                    f"gap: producer {producer} lost {verdict.missing} transitions before seq "
+                    f"{seq} ({self.tracker.gaps} gaps, {self.tracker.lost} lost so far)",
+                    throttle_duration_sec=2.0,
+                )
+            elif verdict.status == RESTART:
+                self.get_logger().warning(f"producer {producer} restarted (seq 0)")
+            if tr is None:
+                self.diag.reject(reason, f"producer {producer} seq {seq}")
+            self._queue.put((producer, seq, tr))
+        except Exception as exc:  # noqa: BLE001 - no input may kill the node
+            self.diag.reject("internal_error", f"{type(exc).__name__}: {exc}")
+
+    def _on_model(self, msg: Float64MultiArray) -> None:
+        try:
+            arrays = unpack_arrays(msg)
+            version = int(arrays["version"])
+            model = LinearGaussianDynamics.from_arrays(arrays)
+        except (CodecError, KeyError, ValueError, TypeError) as exc:
+            self.diag.reject("bad_model", f"{type(exc).__name__}: {exc}")
+            return
+        if (model.nx, model.nu) != (self.obs_dim, self.act_dim):
+            self.diag.reject("bad_model", f"model dims ({model.nx}, {model.nu})")
+            return
+        self._queue.put(("model", version, model))
+
+    def _on_metrics_timer(self) -> None:
+        now, updates = time.monotonic(), self.learner.agent.updates
+        t_last, u_last = self._metrics_last
+        self._metrics_last = (now, updates)
+        loss = self.learner.take_mean_loss()
+        p = self._metric_pubs
+        if loss is not None:
+            publish_scalar(p["q_loss"], loss)
+        publish_scalar(p["updates_per_s"], (updates - u_last) / max(now - t_last, 1e-9))
+        publish_scalar(p["replay_size"], len(self.learner.replay))
+        publish_scalar(p["imagination_transitions"], self.learner.counters.imagined)
+        publish_scalar(p["transitions_lost"], self.tracker.lost)
+        self._refresh_diagnostics()
+
+    def _refresh_diagnostics(self) -> None:
+        L, c = self.learner, self.learner.counters
+        v = self.diag.values
+        v.update(
+            mode=self.mode,
+            transitions=c.transitions,
+            episodes=c.episodes,
+            replay_size=len(L.replay),
+            updates=L.agent.updates,
+            skipped_updates=L.agent.skipped_updates,
+            gaps=self.tracker.gaps,
+            lost_transitions=self.tracker.lost,
+            producer_restarts=self.tracker.restarts,
+            fictional_size=len(L.fictional),
+            imagination_transitions=c.imagined,
+            imagination_rollouts=c.rollouts,
+            imagination_active=L.imagination_active,
+            model_version=L.model_version,
+            weights_published=self.weights_published,
+            checkpoints_saved=self.checkpoints_saved,
+            resumed=self.resumed,
+            queue=self._queue.qsize(),
+        )
+        if self.worker_error:
+            self.diag.level = DiagnosticStatus.ERROR
+            self.diag.message = f"learning stopped: {self.worker_error}"
+        elif self.tracker.gaps:
+            self.diag.level = DiagnosticStatus.WARN
+            self.diag.message = (
+                f"{self.tracker.gaps} sequence gaps, {self.tracker.lost} transitions lost"
+            )
+
+    # --- worker thread ------------------------------------------------------------------------
+    def _drain(self, block: bool) -> list:
+        items = []
+        try:
+            items.append(self._queue.get(timeout=0.1) if block else self._queue.get_nowait())
+            while len(items) < MAX_BATCH:
+                items.append(self._queue.get_nowait())
+        except queue.Empty:
+            pass
+        return items
+
+    def _run_worker(self) -> None:
+        try:
+            last_ckpt = time.monotonic()
+            while not self._stop.is_set():
+                realtime = self.mode == "realtime"
+                items = self._drain(block=not (realtime and self.learner.warm))
+                got_real = False
+                for item in items:
+                    if self._stop.is_set():
+                        break
+                    got_real |= self._process(item, learn=not realtime)
+                if got_real:
+                    self.publish_progress()
+                if realtime:
+                    self.learner.learn()
+                if self.learner.agent.updates - self._last_weights_updates >= self.weights_every:
+                    self.publish_weights()
+                every = self.checkpoint_every_s
+                if every > 0 and time.monotonic() - last_ckpt >= every:
+                    self.save_checkpoint()
+                    last_ckpt = time.monotonic()
+        except Exception as exc:  # noqa: BLE001 - reported, then the node exits non-zero
+            self.worker_error = f"{type(exc).__name__}: {exc}"
+            self.get_logger().fatal(f"learner worker died:\n{traceback.format_exc()}")
+
+    def _process(self, item: tuple, learn: bool) -> bool:
+        """One queued item; returns True if it accounted for a real sequence number."""
+        if item[0] == "model":
+            _, version, model = item
+            if version == self.learner.model_version:
+                return False  # the latched copy of the model we already have
+            self.learner.set_model(model, version)
+            self.get_logger().info(
+                f"model v{version} (T={model.horizon}); imagination "
+                f"{'on' if self.learner.imagination_active else 'off'}"
+            )
+            return False
+        producer, seq, tr = item
+        if tr is not None:
+            self.learner.observe(tr)
+            if learn:
+                self.learner.learn()
+        self.learner.account(producer, seq)
+        return True
+
+    def publish_progress(self) -> None:
+        processed = dict(self.learner.processed)
+        producers = np.array(sorted(processed), dtype=float)
+        last = np.array([processed[int(p)] for p in producers], dtype=float)
+        msg = pack_arrays(
+            {
+                "producers": producers,
+                "last_seq": last,
+                "updates": float(self.learner.agent.updates),
+                "transitions": float(self.learner.counters.transitions),
+            }
+        )
+        self._progress_pub.publish(msg)
+
+    def publish_weights(self) -> None:
+        """Serialise mu/V/L weights (float32) with version = update count."""
+        arrays = dict(self.learner.agent.weight_arrays())
+        arrays["version"] = np.float32(self.learner.agent.updates)
+        self._weights_pub.publish(pack_arrays(arrays, np.float32))
+        self._last_weights_updates = self.learner.agent.updates
+        self.weights_published += 1
+
+
+def main(args: list[str] | None = None) -> None:
+    sys.exit(run_node(LearnerNode, args))
+
+
+if __name__ == "__main__":
+    main()
