@@ -35,6 +35,12 @@ def _bench(args: argparse.Namespace) -> int:
     return bench_main(args.bench_args)
 
 
+def _train_offline(args: argparse.Namespace) -> int:
+    from naf_ros.bag import main as offline_main
+
+    return offline_main(args.offline_args)
+
+
 def _launch(args: argparse.Namespace) -> int:
     from naf_ros.launcher import main as launch_main
 
@@ -57,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-dir", help="output folder (overrides train.run_dir)")
     train.add_argument("--resume", action="store_true", help="continue from run-dir/checkpoint.pt")
     train.set_defaults(func=_train)
+    offline = sub.add_parser(
+        "train-offline", help="train from rosbag2 experience only", add_help=False
+    )
+    offline.add_argument("offline_args", nargs=argparse.REMAINDER)
+    offline.set_defaults(func=_train_offline)
     bench = sub.add_parser("bench", help="benchmarks (learning curves, throughput)")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_bench)

@@ -98,12 +98,37 @@ class TrainConfig:
 
 
 @dataclass
+class SafetyConfig:
+    """The envelope between policy and arm (naf_ros.core.safety); lists are per joint."""
+
+    effort: list | None = None
+    soft_lower: list | None = None
+    soft_upper: list | None = None
+    position_margin: float = field(default=0.05, metadata=NONNEG)
+    velocity: float | None = field(default=None, metadata=POS)
+    restoring_gain: float = field(default=0.0, metadata=NONNEG)
+    command_timeout: float | None = field(default=0.5, metadata=POS)
+    safe_exploration: bool = False
+    safe_exploration_return: float = -5.0
+
+
+@dataclass
+class BagConfig:
+    """rosbag2 (MCAP) recording of experience and warm starts from recorded bags."""
+
+    record: str | None = None
+    warm_start: list = field(default_factory=list)
+
+
+@dataclass
 class Config:
     env: EnvConfig = field(default_factory=EnvConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
     model_based: ModelBasedConfig = field(default_factory=ModelBasedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+    bag: BagConfig = field(default_factory=BagConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -72,6 +72,13 @@ class Trainer:
         self.run_dir = Path(run_dir or cfg.train.run_dir)
         self.metrics: MetricsLog | None = None
         self._env_seeded = False
+        self.recorder = None
+        self._seq = 0
+        if cfg.bag.warm_start:
+            from naf_ros.bag import warm_start_replay
+
+            n = warm_start_replay(self.replay, cfg.bag.warm_start)
+            self.log(f"warm start: {n} transitions from {len(cfg.bag.warm_start)} bag(s)")
 
     # --- episodes ----------------------------------------------------------------------------
     def run_episode(self) -> dict:
@@ -97,6 +104,17 @@ class Trainer:
                 self.counters.rejected_env_samples += 1
                 break
             self.replay.add(obs, action, reward, next_obs, terminated, ep_len)
+            if self.recorder is not None:
+                self._record(
+                    obs,
+                    action,
+                    reward,
+                    next_obs,
+                    terminated,
+                    truncated,
+                    ep_len,
+                    controller is not None,
+                )
             if self.accelerator is not None:
                 self.accelerator.observe(obs, action, reward, next_obs, ep_len)
             self.counters.env_steps += 1
@@ -122,6 +140,26 @@ class Trainer:
             "controller": "ilqg" if controller is not None else "policy",
             **mb_info,
         }
+
+    def _record(self, obs, action, reward, next_obs, terminated, truncated, t, ilqg) -> None:
+        """Append one transition to the rosbag2 recording (same schema as the ROS graph)."""
+        self.recorder.write_transition(
+            {
+                "producer": 0,
+                "seq": self._seq,
+                "episode": self.counters.episodes,
+                "t": t,
+                "obs": obs,
+                "action": action,
+                "reward": float(reward),
+                "next_obs": next_obs,
+                "terminal": bool(terminated),
+                "truncated": bool(truncated),
+                "controller": 1.0 if ilqg else 0.0,
+            },
+            stamp_ns=self.counters.env_steps * 20_000_000,
+        )
+        self._seq += 1
 
     def _learn(self) -> list[float]:
         """I updates from R (and I*l from Rf under Algorithm 2) per real step."""
@@ -209,6 +247,10 @@ class Trainer:
             except CheckpointError as exc:
                 self.log(f"warning: {exc}; starting fresh")
         self.metrics = MetricsLog(self.run_dir / "metrics.csv")
+        if cfg.bag.record:
+            from naf_ros.bag import BagRecorder
+
+            self.recorder = BagRecorder(self.run_dir / cfg.bag.record)
         t_start = time.perf_counter()
         eval_return = eval_tip = float("nan")
         while self.counters.episodes < cfg.train.episodes:
@@ -238,6 +280,8 @@ class Trainer:
             if cfg.train.progress:
                 self.log(self._progress_line(row, evaluated))
         self.save()
+        if self.recorder is not None:
+            self.recorder.close()
         return self.finish(time.perf_counter() - t_start)
 
     def _progress_line(self, row: dict, evaluated: bool) -> str:

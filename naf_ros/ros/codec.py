@@ -12,12 +12,15 @@ This module imports only message classes; it has no node logic.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
 from std_msgs.msg import Float32MultiArray, Float64MultiArray, MultiArrayDimension
 
 TRANSITION_SCHEMA_VERSION = 1
+MAX_DIMS = 32  # numpy's limit is 64; no payload of ours comes close
+MAX_SIZE = 2**32 - 1  # MultiArrayDimension.size is a uint32
 
 
 class CodecError(ValueError):
@@ -34,12 +37,15 @@ def _parse_label(label: str) -> tuple[str, tuple[int, ...]]:
     name, shape_text = label.rsplit(":", 1)
     if shape_text == "scalar":
         return name, ()
-    try:
-        shape = tuple(int(s) for s in shape_text.split("x"))
-    except ValueError:
-        raise CodecError(f"dimension label {label!r} has a bad shape") from None
-    if any(s < 0 for s in shape):
-        raise CodecError(f"dimension label {label!r} has a negative size")
+    parts = shape_text.split("x")
+    # Plain ASCII digits only: int() would also take "+3", "3_0", " 3" and non-ASCII digits.
+    if len(parts) > MAX_DIMS or not all(p.isascii() and p.isdigit() for p in parts):
+        raise CodecError(f"dimension label {label!r} has a bad shape")
+    shape = tuple(int(p) for p in parts)
+    # Exact integer product: np.prod wraps around in int64 and numpy cannot even build an
+    # empty array whose other dimensions multiply past its maximum size.
+    if math.prod(s for s in shape if s) > MAX_SIZE:
+        raise CodecError(f"dimension label {label!r} is larger than a message can hold")
     return name, shape
 
 
@@ -66,7 +72,7 @@ def unpack_arrays(
     out: dict[str, np.ndarray] = {}
     for dim in msg.layout.dim:
         name, shape = _parse_label(dim.label)
-        size = int(np.prod(shape)) if shape else 1
+        size = math.prod(shape)
         if dim.size != size:
             raise CodecError(f"{name}: size {dim.size} does not match shape {shape}")
         if dim.stride + size > len(data):

@@ -1,0 +1,396 @@
+"""The safety envelope between whatever computes an effort (policy, iLQG, a human) and the arm.
+
+A learning policy will, sooner or later, output NaN, a huge number or a torque that drives a
+joint into its end stop; a ForwardCommandController holds its last command forever if commands
+stop (BRIEF §3). This module is the one place that turns *any* proposed command into one that
+is safe for the current joint state. It is pure numpy so it can be property-tested and run
+unchanged in the sim bridge, the policy node or a hardware driver.
+
+Rules, applied per joint, in this order (each can only move a command towards zero or towards
+a restoring effort, so later rules never undo earlier ones):
+
+1. e-stop latched, command watchdog expired, or malformed input -> all efforts zero;
+2. non-finite command entry -> zero for that joint;
+3. non-finite joint state -> zero for that joint (we cannot check its limits);
+4. at or past a soft position limit -> no effort further outwards (optionally a bounded
+   restoring effort back inside);
+5. at or past the velocity limit -> no effort that accelerates further in the direction of
+   motion;
+6. clip to the effort limit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# Reasons a filter call changed (or zeroed) the command; also the keys of the counters.
+ESTOP = "estop"
+WATCHDOG = "watchdog"
+BAD_INPUT = "bad_input"
+NONFINITE_COMMAND = "nonfinite_command"
+INVALID_STATE = "invalid_state"
+POSITION_LIMIT = "position_limit"
+VELOCITY_LIMIT = "velocity_limit"
+EFFORT_LIMIT = "effort_limit"
+REASONS = (
+    ESTOP,
+    WATCHDOG,
+    BAD_INPUT,
+    NONFINITE_COMMAND,
+    INVALID_STATE,
+    POSITION_LIMIT,
+    VELOCITY_LIMIT,
+    EFFORT_LIMIT,
+)
+
+PER_JOINT_KEYS = ("effort", "soft_lower", "soft_upper", "velocity", "restoring_gain")
+SCALAR_KEYS = ("command_timeout",)
+
+
+def _as_joint_array(values: Any, n: int) -> np.ndarray:
+    arr = np.array(values, dtype=np.float64).reshape(-1)
+    if arr.shape != (n,):
+        raise ValueError(f"expected {n} per-joint values, got shape {np.shape(values)}")
+    return arr
+
+
+@dataclass(frozen=True, eq=False)  # arrays make == ambiguous; compare fields explicitly
+class SafetyLimits:
+    """Per-joint limits (SI units: N·m, rad, rad/s) and the command timeout (s).
+
+    ``soft_lower``/``soft_upper`` may be ``-inf``/``inf`` (unlimited joint), ``velocity`` may
+    be ``inf``; ``effort`` must be finite and > 0 because an unbounded torque is never safe.
+    ``restoring_gain`` (N·m/rad) > 0 replaces an outward command past a soft limit by
+    ``gain * overshoot`` (capped at the effort limit) pointing back inside; 0 just cuts it.
+    ``command_timeout`` None disables the watchdog (only sensible in lockstep simulation).
+    """
+
+    joint_names: tuple[str, ...]
+    effort: np.ndarray
+    soft_lower: np.ndarray
+    soft_upper: np.ndarray
+    velocity: np.ndarray
+    restoring_gain: np.ndarray | None = None
+    command_timeout: float | None = 0.5
+
+    def __post_init__(self) -> None:
+        names = tuple(str(n) for n in self.joint_names)
+        n = len(names)
+        if n == 0:
+            raise ValueError("safety: joint_names is empty")
+        if len(set(names)) != n:
+            raise ValueError(f"safety: joint_names has duplicates: {list(names)}")
+        object.__setattr__(self, "joint_names", names)
+        gain = np.zeros(n) if self.restoring_gain is None else self.restoring_gain
+        arrays = {
+            "effort": self.effort,
+            "soft_lower": self.soft_lower,
+            "soft_upper": self.soft_upper,
+            "velocity": self.velocity,
+            "restoring_gain": gain,
+        }
+        for key, value in arrays.items():
+            try:
+                arr = _as_joint_array(value, n)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"safety.{key}: {exc}") from None
+            if np.isnan(arr).any():
+                raise ValueError(f"safety.{key}: NaN is not a limit")
+            arr.setflags(write=False)
+            object.__setattr__(self, key, arr)
+        if not (np.isfinite(self.effort).all() and (self.effort > 0).all()):
+            raise ValueError(f"safety.effort: {self.effort.tolist()} must be finite and > 0")
+        if not (self.velocity > 0).all():
+            raise ValueError(f"safety.velocity: {self.velocity.tolist()} must be > 0 (or inf)")
+        if not (self.soft_lower < self.soft_upper).all():
+            bad = [names[i] for i in np.flatnonzero(~(self.soft_lower < self.soft_upper))]
+            raise ValueError(f"safety.soft_lower: must be below soft_upper (joints {bad})")
+        gain = self.restoring_gain
+        if not (np.isfinite(gain).all() and (gain >= 0).all()):
+            raise ValueError(f"safety.restoring_gain: {gain.tolist()} must be finite and >= 0")
+        timeout = self.command_timeout
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise ValueError(f"safety.command_timeout: {timeout!r} must be a number or None")
+            if not (timeout > 0 and math.isfinite(timeout)):
+                raise ValueError(f"safety.command_timeout: {timeout!r} must be finite and > 0")
+            object.__setattr__(self, "command_timeout", float(timeout))
+
+    @property
+    def n_joints(self) -> int:
+        return len(self.joint_names)
+
+    @classmethod
+    def from_arm(
+        cls,
+        arm: Any,
+        *,
+        position_margin: float = 0.0,
+        velocity: float = math.inf,
+        restoring_gain: float = 0.0,
+        command_timeout: float | None = 0.5,
+        **overrides: Any,
+    ) -> SafetyLimits:
+        """Limits from an :class:`~naf_ros.envs.task.ArmModel`: the MJCF's effort limits, its
+        joint ranges shrunk by ``position_margin`` (so we stop *before* the hard stop), plus
+        ``overrides`` in :meth:`from_dict` form."""
+        if position_margin < 0:
+            raise ValueError(f"safety.position_margin: {position_margin!r} must be >= 0")
+        base = {
+            "effort": np.asarray(arm.effort_limits, float).tolist(),
+            "soft_lower": (np.asarray(arm.joint_lower, float) + position_margin).tolist(),
+            "soft_upper": (np.asarray(arm.joint_upper, float) - position_margin).tolist(),
+            "velocity": velocity,
+            "restoring_gain": restoring_gain,
+            "command_timeout": command_timeout,
+        }
+        return cls.from_dict(overrides, joint_names=tuple(arm.joint_names), defaults=base)
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Mapping[str, Any] | None,
+        joint_names: Sequence[str] | None = None,
+        defaults: Mapping[str, Any] | None = None,
+    ) -> SafetyLimits:
+        """Validate a config mapping; every problem is one ``ValueError`` line naming the key.
+
+        Per-joint keys (``effort``, ``soft_lower``, ``soft_upper``, ``velocity``,
+        ``restoring_gain``) take a number (all joints), a list in ``joint_names`` order, or a
+        mapping ``{joint_name: value}`` that overrides only the joints it names - joints are
+        matched by name, never by position, as on a real arm. ``joint_names`` may also be a
+        key of ``data``. Missing keys fall back to ``defaults`` (then: no position/velocity
+        limit, no restoring effort, 0.5 s timeout; ``effort`` has no default).
+        """
+        data = dict(data or {})
+        allowed = ("joint_names",) + PER_JOINT_KEYS + SCALAR_KEYS
+        unknown = [k for k in data if k not in allowed]
+        if unknown:
+            raise ValueError(
+                f"safety.{unknown[0]}: unknown key; allowed keys: {', '.join(allowed)}"
+            )
+        arm_names = _names("joint_names", joint_names) if joint_names is not None else None
+        cfg_names = _names("joint_names", data.pop("joint_names", None) or arm_names)
+        if arm_names is not None and sorted(cfg_names) != sorted(arm_names):
+            raise ValueError(
+                f"safety.joint_names: {list(cfg_names)} are not the arm's joints {list(arm_names)}"
+            )
+        names = arm_names or cfg_names
+        order = [cfg_names.index(name) for name in names]  # config order -> arm order
+        merged = {
+            "soft_lower": -math.inf,
+            "soft_upper": math.inf,
+            "velocity": math.inf,
+            "restoring_gain": 0.0,
+            "command_timeout": 0.5,
+            **dict(defaults or {}),
+        }
+        values: dict[str, np.ndarray] = {}
+        for key in PER_JOINT_KEYS:
+            arr = np.full(len(names), math.nan)
+            if merged.get(key) is not None:  # defaults are already in arm order
+                arr = _per_joint(key, merged[key], names)
+            if key in data:
+                given = data[key]
+                if isinstance(given, (list, tuple, np.ndarray)):
+                    arr = _per_joint(key, given, cfg_names)[order]
+                else:
+                    arr = _per_joint(key, given, names, start=arr)
+            missing = [names[i] for i in np.flatnonzero(np.isnan(arr))]
+            if missing:
+                raise ValueError(f"safety.{key}: no value for joints {missing}")
+            values[key] = arr
+        timeout = data.get("command_timeout", merged["command_timeout"])
+        return cls(joint_names=names, command_timeout=timeout, **values)
+
+
+def _names(key: str, value: Any) -> tuple[str, ...]:
+    if (
+        not value
+        or isinstance(value, str)
+        or not isinstance(value, (list, tuple))
+        or not all(isinstance(x, str) and x for x in value)
+    ):
+        raise ValueError(f"safety.{key}: need a non-empty list of joint names, got {value!r}")
+    return tuple(value)
+
+
+def _number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"safety.{key}: {value!r} is not a number")
+    return float(value)
+
+
+def _per_joint(
+    key: str, value: Any, names: tuple[str, ...], start: np.ndarray | None = None
+) -> np.ndarray:
+    """A number (every joint), a list in ``names`` order or a ``{name: value}`` mapping."""
+    n = len(names)
+    if isinstance(value, Mapping):
+        out = np.array(start, dtype=float) if start is not None else np.full(n, np.nan)
+        for name, v in value.items():
+            if name not in names:
+                raise ValueError(f"safety.{key}: unknown joint {name!r}; joints: {list(names)}")
+            out[names.index(name)] = _number(f"{key}.{name}", v)
+        return out
+    if isinstance(value, (list, tuple, np.ndarray)):
+        if len(value) != n:
+            raise ValueError(f"safety.{key}: {len(value)} values for {n} joints {list(names)}")
+        return np.array([_number(key, v) for v in value], dtype=float)
+    return np.full(n, _number(key, value))
+
+
+class SafetyEnvelope:
+    """Stateful filter: e-stop latch, command watchdog and counters around the limit rules.
+
+    Usage: call :meth:`command_received` when a new command arrives, then :meth:`filter` on
+    every control tick with the latest command and joint state. ``now`` is seconds on one
+    clock (sim time or monotonic), the same for both calls.
+    """
+
+    def __init__(self, limits: SafetyLimits) -> None:
+        self.limits = limits
+        self.n = limits.n_joints
+        self._estop = False
+        self._estop_reason = ""
+        self._last_command: float | None = None
+        self.counters: dict[str, int] = dict.fromkeys(REASONS, 0)
+        self.calls = 0
+
+    # --- latch and watchdog ----------------------------------------------------------------
+    @property
+    def estopped(self) -> bool:
+        return self._estop
+
+    @property
+    def estop_reason(self) -> str:
+        return self._estop_reason
+
+    def engage_estop(self, reason: str = "requested") -> None:
+        """Latch zero effort. Only :meth:`release_estop` clears it - no timeout, no command."""
+        if not self._estop:
+            self._estop_reason = str(reason)
+        self._estop = True
+
+    def release_estop(self) -> None:
+        """Explicitly clear the latch. The watchdog is reset too, so the command held from
+        before the stop is not replayed: motion resumes only after a fresh command."""
+        self._estop = False
+        self._estop_reason = ""
+        self._last_command = None
+
+    def command_received(self, now: float) -> None:
+        """Mark a fresh command at time ``now`` (s); non-finite times are ignored."""
+        if math.isfinite(now):
+            self._last_command = float(now)
+
+    def watchdog_expired(self, now: float) -> bool:
+        """True if no command arrived within ``command_timeout`` before ``now``.
+
+        Never-commanded, non-finite ``now`` and a clock that went backwards (sim reset) all
+        count as expired: when in doubt the arm gets zero effort until a new command.
+        """
+        timeout = self.limits.command_timeout
+        if timeout is None:
+            return False
+        if self._last_command is None or not math.isfinite(now):
+            return True
+        age = now - self._last_command
+        return not (0.0 <= age <= timeout)
+
+    # --- the filter --------------------------------------------------------------------------
+    def filter(
+        self, effort: Any, q: Any, qd: Any, now: float
+    ) -> tuple[np.ndarray, tuple[str, ...]]:
+        """Return ``(safe_effort, reasons)``; never raises, always ``n`` finite values.
+
+        ``reasons`` names every rule that changed the command (empty when it passed as is).
+        """
+        self.calls += 1
+        zero = np.zeros(self.n)
+        try:
+            now = float(now)
+        except (TypeError, ValueError, OverflowError):
+            now = math.nan
+        if self._estop:
+            return self._count(zero, (ESTOP,))
+        if self.watchdog_expired(now):
+            return self._count(zero, (WATCHDOG,))
+        arrays = []
+        for value in (effort, q, qd):
+            try:
+                arr = np.array(value, dtype=np.float64).reshape(-1)
+            except (TypeError, ValueError, OverflowError):
+                return self._count(zero, (BAD_INPUT,))
+            if arr.shape != (self.n,):
+                return self._count(zero, (BAD_INPUT,))
+            arrays.append(arr)
+        e, q, qd = arrays
+        lim = self.limits
+        reasons: list[str] = []
+
+        bad = ~np.isfinite(e)
+        if bad.any():
+            e[bad] = 0.0
+            reasons.append(NONFINITE_COMMAND)
+        bad = ~(np.isfinite(q) & np.isfinite(qd))
+        if bad.any() and (e[bad] != 0).any():
+            reasons.append(INVALID_STATE)
+        e[bad] = 0.0
+        q = np.where(bad, 0.0, q)  # placeholders; those joints are already zero
+        qd = np.where(bad, 0.0, qd)
+
+        # Soft position limits: never push further out; optionally push back in.
+        over = (q >= lim.soft_upper) & ~bad
+        under = (q <= lim.soft_lower) & ~bad
+        outward = (over & (e > 0)) | (under & (e < 0))
+        restore = lim.restoring_gain > 0
+        replace = (over | under) & restore
+        new = e.copy()
+        new[outward] = 0.0
+        if replace.any():
+            with np.errstate(invalid="ignore", over="ignore"):
+                depth = np.where(over, q - lim.soft_upper, lim.soft_lower - q)
+                push = np.minimum(lim.restoring_gain * depth, lim.effort)
+            push = np.where(np.isfinite(push), push, 0.0)
+            inward = np.where(over, -push, push)
+            new[outward & replace] = inward[outward & replace]
+        if (new != e).any():
+            reasons.append(POSITION_LIMIT)
+        e = new
+
+        # Velocity limit: at or beyond it, nothing that accelerates further along the motion.
+        fast_pos = qd >= lim.velocity
+        fast_neg = qd <= -lim.velocity
+        cut = (fast_pos & (e > 0)) | (fast_neg & (e < 0))
+        if cut.any():
+            e[cut] = 0.0
+            reasons.append(VELOCITY_LIMIT)
+
+        clipped = np.clip(e, -lim.effort, lim.effort)
+        if (clipped != e).any():
+            reasons.append(EFFORT_LIMIT)
+        return self._count(clipped, tuple(reasons))
+
+    def _count(self, effort: np.ndarray, reasons: tuple[str, ...]) -> tuple[np.ndarray, tuple]:
+        for r in reasons:
+            self.counters[r] += 1
+        return effort, reasons
+
+    def zero(self) -> np.ndarray:
+        """The command to send on deactivate/shutdown (the controller holds the last one)."""
+        return np.zeros(self.n)
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Flat key/values for a ``/diagnostics`` status."""
+        return {
+            "estop": self._estop,
+            "estop_reason": self._estop_reason,
+            "filter_calls": self.calls,
+            **{f"limited_{k}": v for k, v in self.counters.items()},
+        }
