@@ -77,8 +77,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Subcommands with their own argument parsers get the rest of the command line untouched.
+PASS_THROUGH = {
+    "launch": ("naf_ros.launcher", "launch_args"),
+    "bench": ("naf_ros.bench", "bench_args"),
+    "train-offline": ("naf_ros.bag", "offline_args"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASS_THROUGH:
+        rest = argv[1:]
+        argv = [argv[0], "--", *rest] if rest and rest[0] != "--" else argv
     args = build_parser().parse_args(argv)
+    for attr in ("launch_args", "bench_args", "offline_args"):
+        if getattr(args, attr, None) and getattr(args, attr)[0] == "--":
+            setattr(args, attr, getattr(args, attr)[1:])
     try:
         return args.func(args)
     except ConfigError as exc:

@@ -73,7 +73,7 @@ class Diagnostics:
     def reject(self, reason: str, detail: str = "") -> None:
         """Count one dropped input; log at most once per 2 s per node."""
         self.rejected[reason] += 1
-        self.node.get_logger().warn(
+        self.node.get_logger().warning(
             f"dropped input ({reason}){': ' + detail if detail else ''} "
             f"[{self.rejected[reason]} so far]",
             throttle_duration_sec=2.0,

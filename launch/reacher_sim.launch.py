@@ -1,0 +1,154 @@
+"""NAF on the simulated reacher: K sim_bridge + naf_policy pairs, learner, fitter, explorer.
+
+    ros2 launch naf_ros reacher_sim.launch.py mode:=realtime arms:=2 exploration:=precision
+
+Every node reads config/reacher_sim.yaml (shared training config under ``/**``, node blocks
+under ``/**/<node>``). Per-arm nodes use relative names, so with ``arms:=1`` they live in
+``namespace`` (default: none) and with more arms in ``<namespace or arm><i>``. For a real arm
+drop the bridge (``sim:=false``), set ``reset_mode`` to homing in the YAML and point
+``controller_name`` at the arm's effort ForwardCommandController. ``naf-ros launch`` brings up
+the same graph where ROS launch tooling is not installed.
+"""
+
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+from launch import LaunchDescription
+
+PACKAGE = "naf_ros"
+MODES = ("lockstep", "realtime")
+EXPLORATION = ("ou", "precision", "gaussian", "none")
+MODELS = ("linear", "nn", "true")
+
+
+def _truthy(text: str) -> bool:
+    return text.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _nodes(context, *args, **kwargs):
+    """Expand the arguments into nodes (the arm count needs evaluated arguments)."""
+    params_file = LaunchConfiguration("params_file").perform(context)
+    mode = LaunchConfiguration("mode").perform(context)
+    exploration = LaunchConfiguration("exploration").perform(context)
+    model = LaunchConfiguration("model").perform(context)
+    namespace = LaunchConfiguration("namespace").perform(context).strip("/")
+    controller_name = LaunchConfiguration("controller_name").perform(context)
+    arms = int(LaunchConfiguration("arms").perform(context))
+    sim = _truthy(LaunchConfiguration("sim").perform(context))
+    use_sim_time = _truthy(LaunchConfiguration("use_sim_time").perform(context))
+    if arms < 1:
+        raise ValueError("arms must be >= 1")
+    # Empty arguments leave the YAML's values in force.
+    shared = {}
+    for key, value, allowed in (
+        ("mode", mode, MODES),
+        ("exploration.kind", exploration, EXPLORATION),
+        ("model_based.model", model, MODELS),
+    ):
+        if value:
+            if value not in allowed:
+                raise ValueError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+            shared[key] = value
+    nodes = []
+    for i in range(arms):
+        ns = namespace if arms == 1 else f"{namespace or 'arm'}{i}"
+        arm = {"arm_index": i, "controller_name": controller_name}
+        if sim:
+            nodes.append(
+                Node(
+                    package=PACKAGE,
+                    executable="sim_bridge",
+                    name="sim_bridge",
+                    namespace=ns,
+                    parameters=[params_file, shared, arm, {"publish_clock": i == 0}],
+                    output="screen",
+                )
+            )
+        nodes.append(
+            Node(
+                package=PACKAGE,
+                executable="naf_policy",
+                name="naf_policy",
+                namespace=ns,
+                parameters=[params_file, shared, arm, {"use_sim_time": use_sim_time}],
+                output="screen",
+            )
+        )
+    nodes.append(
+        Node(
+            package=PACKAGE,
+            executable="learner",
+            name="learner",
+            parameters=[params_file, shared, {"use_sim_time": use_sim_time}],
+            output="screen",
+        )
+    )
+    nodes.append(
+        Node(
+            package=PACKAGE,
+            executable="dynamics_fitter",
+            name="dynamics_fitter",
+            parameters=[params_file, shared],
+            output="screen",
+        )
+    )
+    nodes.append(
+        Node(
+            package=PACKAGE,
+            executable="ilqg_explorer",
+            name="ilqg_explorer",
+            parameters=[params_file, shared],
+            output="screen",
+        )
+    )
+    return nodes
+
+
+def generate_launch_description() -> LaunchDescription:
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument(
+                "params_file",
+                default_value=PathJoinSubstitution(
+                    [FindPackageShare(PACKAGE), "config", "reacher_sim.yaml"]
+                ),
+                description="YAML with /** and /**/<node> ros__parameters blocks",
+            ),
+            DeclareLaunchArgument(
+                "mode",
+                default_value="",
+                description="lockstep (one physics period per command) or realtime (like a "
+                "robot); empty: the YAML's",
+            ),
+            DeclareLaunchArgument(
+                "exploration",
+                default_value="",
+                description="exploration.kind: ou, precision, gaussian or none; empty: the YAML's",
+            ),
+            DeclareLaunchArgument(
+                "model",
+                default_value="",
+                description="model_based.model: linear, nn or true; empty: the YAML's",
+            ),
+            DeclareLaunchArgument(
+                "namespace", default_value="", description="namespace of the arm(s)"
+            ),
+            DeclareLaunchArgument(
+                "controller_name",
+                default_value="effort_controller",
+                description="effort ForwardCommandController (<name>/commands)",
+            ),
+            DeclareLaunchArgument(
+                "arms", default_value="1", description="number of simulated arms"
+            ),
+            DeclareLaunchArgument(
+                "sim", default_value="true", description="start the MuJoCo sim bridge(s)"
+            ),
+            DeclareLaunchArgument(
+                "use_sim_time", default_value="false", description="policy/learner on /clock"
+            ),
+            OpaqueFunction(function=_nodes),
+        ]
+    )

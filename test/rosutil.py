@@ -1,0 +1,327 @@
+"""Helpers for tests that run real node processes over real DDS.
+
+Every test gets its own ROS domain id (a lock file per id, so concurrent pytest runs and
+xdist workers never share one), all traffic stays on loopback
+(``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``), node processes log to files, and an in-test
+node spins in a background thread with collectors that record what arrives.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+# Range of domain ids the tests may use: "lo-hi" inclusive (valid Fast DDS ids go up to 232).
+DOMAIN_RANGE_ENV = "NAF_ROS_TEST_DOMAINS"
+DEFAULT_DOMAINS = (110, 159)
+LOCK_DIR = Path(tempfile.gettempdir()) / "naf_ros_test_domains"
+
+
+# --- domain ids -------------------------------------------------------------------------------
+class DomainLease:
+    """An exclusively held ROS domain id; release() (or process exit) frees it."""
+
+    def __init__(self, domain_id: int, fd: int) -> None:
+        self.domain_id = domain_id
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> int:
+        return self.domain_id
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def domain_range() -> tuple[int, int]:
+    text = os.environ.get(DOMAIN_RANGE_ENV)
+    if not text:
+        return DEFAULT_DOMAINS
+    lo, hi = (int(v) for v in text.split("-"))
+    return lo, hi
+
+
+def allocate_domain() -> DomainLease:
+    """Claim a free domain id, starting at a pid-dependent offset so parallel runs spread out."""
+    lo, hi = domain_range()
+    n = hi - lo + 1
+    LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    start = (os.getpid() * 7919 + int(time.monotonic_ns() // 1000)) % n
+    for i in range(n):
+        did = lo + (start + i) % n
+        fd = os.open(LOCK_DIR / f"{did}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        return DomainLease(did, fd)
+    raise RuntimeError(f"no free ROS domain id in {lo}-{hi}")
+
+
+def ros_env(domain_id: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a node process: isolated domain, loopback only, package importable."""
+    env = dict(os.environ)
+    env["ROS_DOMAIN_ID"] = str(domain_id)
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env.pop("ROS_STATIC_PEERS", None)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("OMP_NUM_THREADS", "1")
+    if extra:
+        env.update(extra)
+    return env
+
+
+# --- node processes ---------------------------------------------------------------------------
+def param_text(value: Any) -> str:
+    """A value as ``-p name:=value`` text (YAML, as rcl parses it)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(param_text(v) for v in value) + "]"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+class NodeProcess:
+    """One node in its own OS process, output in a log file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.args = args
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            args, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(REPO)
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def sigint(self) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGINT)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGINT, wait, then SIGKILL: how the launcher and a user's Ctrl-C end nodes."""
+        self.sigint()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+
+def spawn_node(
+    module: str,
+    domain_id: int,
+    log_dir: Path,
+    params: dict[str, Any] | None = None,
+    params_file: str | Path | None = None,
+    namespace: str | None = None,
+    remaps: dict[str, str] | None = None,
+    name: str | None = None,
+    env: dict[str, str] | None = None,
+) -> NodeProcess:
+    """``python -m <module> --ros-args ...`` with parameters given as ``-p key:=value``."""
+    args = [PYTHON, "-m", module, "--ros-args"]
+    if params_file is not None:
+        args += ["--params-file", str(params_file)]
+    if namespace:
+        args += ["-r", f"__ns:={namespace if namespace.startswith('/') else '/' + namespace}"]
+    for src, dst in (remaps or {}).items():
+        args += ["-r", f"{src}:={dst}"]
+    for key, value in (params or {}).items():
+        args += ["-p", f"{key}:={param_text(value)}"]
+    tag = name or module.rsplit(".", 1)[-1]
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return NodeProcess(args, ros_env(domain_id, env), log_dir / f"{tag}.log")
+
+
+def stop_all(procs: Iterable[NodeProcess], timeout: float = 10.0) -> None:
+    procs = list(procs)
+    for p in procs:
+        p.sigint()
+    for p in procs:
+        p.stop(timeout)
+
+
+# --- in-test node -----------------------------------------------------------------------------
+class Collector:
+    """Messages of one subscription with their monotonic arrival times."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+        self.times: list[float] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, msg: Any) -> None:
+        with self._cond:
+            self.messages.append(msg)
+            self.times.append(time.monotonic())
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self.messages)
+
+    @property
+    def last(self) -> Any:
+        with self._cond:
+            return self.messages[-1] if self.messages else None
+
+    def snapshot(self) -> list[Any]:
+        with self._cond:
+            return list(self.messages)
+
+    def wait_for(self, n: int, timeout: float) -> bool:
+        """True once at least ``n`` messages arrived."""
+        return self.wait_until(lambda msgs: len(msgs) >= n, timeout)
+
+    def wait_until(self, pred: Callable[[list[Any]], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not pred(self.messages):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.1))
+            return True
+
+
+class RosTestNode:
+    """An rclpy node in its own context on ``domain_id``, spinning in a background thread."""
+
+    def __init__(self, domain_id: int, name: str = "test_probe") -> None:
+        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+        os.environ.pop("ROS_STATIC_PEERS", None)
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = Node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while not self._stop.is_set() and self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:  # noqa: BLE001 - shutting down
+                if self._stop.is_set():
+                    return
+                raise
+
+    def collect(self, msg_type, topic: str, qos) -> Collector:
+        col = Collector()
+        self.node.create_subscription(msg_type, topic, col, qos)
+        return col
+
+    def publisher(self, msg_type, topic: str, qos):
+        return self.node.create_publisher(msg_type, topic, qos)
+
+    def wait_for_subscribers(self, pub, n: int = 1, timeout: float = 20.0) -> bool:
+        return wait_until(lambda: pub.get_subscription_count() >= n, timeout)
+
+    def call(self, srv_type, name: str, request, timeout: float = 20.0):
+        """Call a service, waiting for it to appear; returns the response or raises."""
+        client = self.node.create_client(srv_type, name)
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise TimeoutError(f"service {name} not available")
+            future = client.call_async(request)
+            done = threading.Event()
+            future.add_done_callback(lambda _f: done.set())
+            if not done.wait(timeout):
+                raise TimeoutError(f"service {name} did not answer")
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.executor.shutdown()
+        self.node.destroy_node()
+        if self.context.ok():
+            rclpy.shutdown(context=self.context)
+
+    def __enter__(self) -> RosTestNode:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, period: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(period)
+    return pred()
+
+
+# --- /diagnostics -----------------------------------------------------------------------------
+def diagnostic_values(collector: Collector, node_name: str) -> dict[str, str]:
+    """Key/values of the newest /diagnostics status whose name mentions ``node_name``."""
+    for msg in reversed(collector.snapshot()):
+        for status in msg.status:
+            if node_name in status.name:
+                return {kv.key: kv.value for kv in status.values}
+    return {}
+
+
+def rejected_counts(collector: Collector, node_name: str) -> dict[str, int]:
+    """``rejected/<reason>`` counters of a node from its latest /diagnostics status."""
+    values = diagnostic_values(collector, node_name)
+    return {k.split("/", 1)[1]: int(v) for k, v in values.items() if k.startswith("rejected/")}
+
+
+def wait_rejected(
+    collector: Collector, node_name: str, reason: str, at_least: int = 1, timeout: float = 10.0
+) -> int:
+    """Wait until the node reports ``reason`` at least ``at_least`` times; returns the count."""
+    ok = wait_until(
+        lambda: rejected_counts(collector, node_name).get(reason, 0) >= at_least, timeout
+    )
+    count = rejected_counts(collector, node_name).get(reason, 0)
+    assert ok, f"{node_name}: {reason} counted {count} < {at_least}: " + str(
+        diagnostic_values(collector, node_name)
+    )
+    return count

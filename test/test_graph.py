@@ -1,0 +1,163 @@
+"""The whole graph from config/reacher_sim.yaml through ``naf-ros launch``, as a user runs it.
+
+Small networks and short episodes keep it quick; the learning-side nodes take part when they
+exist in this build (the launcher skips missing ones, and the checks that need them too).
+"""
+
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import time
+
+import numpy as np
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rosutil import PYTHON, REPO, RosTestNode, allocate_domain, ros_env, wait_until
+from std_msgs.msg import Float32MultiArray, Float64MultiArray
+
+from naf_ros.envs.task import ArmModel, ReacherTask
+from naf_ros.launcher import node_available
+from naf_ros.ros import qos
+from naf_ros.ros.codec import decode_transition, unpack_arrays
+
+TASK = ReacherTask(ArmModel.from_mjcf())
+OBS, ACT = TASK.obs_dim, TASK.act_dim
+LIMITS = TASK.arm.effort_limits
+DEEP = QoSProfile(depth=2000, reliability=ReliabilityPolicy.RELIABLE)
+T = 10
+LEARNING_NODES = all(node_available(n) for n in ("learner", "dynamics_fitter", "ilqg_explorer"))
+
+SMALL = [
+    "agent.hidden=[16, 16]",
+    f"env.max_episode_steps={T}",
+    "agent.warmup_steps=20",
+    "agent.batch_size=16",
+    "train.eval_every=3",
+    "train.eval_episodes=1",
+    "learner.weights_every_updates=10",
+    "learner.checkpoint_every_s=1000",
+]
+
+
+def launch(domain: int, run_dir, *extra: str) -> subprocess.Popen:
+    args = [
+        PYTHON,
+        "-m",
+        "naf_ros.cli",
+        "launch",
+        "--",
+        "--domain-id",
+        str(domain),
+        "--run-dir",
+        str(run_dir),
+    ]
+    for item in SMALL:
+        args += ["--set", item]
+    args += list(extra)
+    return subprocess.Popen(
+        args,
+        env=ros_env(domain),
+        cwd=str(REPO),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_two_arms_full_graph(tmp_path):
+    """Two arms, Algorithm 2 on: transitions gap-free per producer, learner and iLQG in play."""
+    lease = allocate_domain()
+    probe = RosTestNode(lease.domain_id)
+    trans = probe.collect(Float64MultiArray, "/naf/transitions", qos.TRANSITIONS)
+    cmds = [
+        probe.collect(Float64MultiArray, f"/arm{i}/effort_controller/commands", DEEP)
+        for i in range(2)
+    ]
+    weights = probe.collect(Float32MultiArray, "/naf/weights", qos.LATCHED)
+    progress = probe.collect(Float64MultiArray, "/naf/learner_progress", qos.LATCHED)
+    controllers = probe.collect(Float64MultiArray, "/naf/ilqg_controller", qos.LATCHED)
+    episodes = 4
+    t0 = time.monotonic()
+    proc = launch(
+        lease.domain_id,
+        tmp_path,
+        "--arms",
+        "2",
+        "--episodes",
+        str(episodes),
+        "--set",
+        "model_based.enabled=true",
+        "--set",
+        "model_based.episodes_per_fit=2",
+        "--set",
+        "model_based.ilqg_probability=1.0",
+        "--set",
+        "model_based.prior_episodes=2",
+        "--set",
+        "model_based.rollout_length=3",
+    )
+    try:
+        out, _ = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            out = proc.communicate(timeout=30)[0]
+        wall = time.monotonic() - t0
+        msgs = trans.snapshot()
+        cmd_msgs = [c.snapshot() for c in cmds]
+        probe.close()
+        lease.release()
+    print(f"\nfull graph, 2 arms x {episodes} episodes of {T} steps: {wall:.1f} s wall")
+    assert proc.returncode == 0, out
+    lines = [ln for ln in out.splitlines() if ln.startswith("ep ")]
+    assert len(lines) == 2 * episodes, out
+    with open(tmp_path / "progress.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * episodes
+    assert all(np.isfinite(float(r["return"])) for r in rows)
+
+    tr = [decode_transition(m, OBS, ACT) for m in msgs]
+    for producer in (0, 1):
+        mine = [t for t in tr if t["producer"] == producer]
+        assert [t["seq"] for t in mine] == list(range(episodes * T)), "gap in transitions"
+        assert [t["episode"] for t in mine] == [e for e in range(episodes) for _ in range(T)]
+    for arm in cmd_msgs:
+        assert arm, "each arm must be commanded"
+        assert all(np.all(np.abs(np.asarray(m.data)) <= LIMITS + 1e-12) for m in arm)
+    if LEARNING_NODES:
+        assert "learner" in out or (tmp_path / "logs" / "learner.log").exists()
+        last = unpack_arrays(progress.last)
+        seqs = dict(zip(last["producers"].astype(int), last["last_seq"].astype(int)))
+        assert seqs == {0: episodes * T - 1, 1: episodes * T - 1}, seqs
+        assert float(unpack_arrays(weights.last)["version"]) > 0, "weights never updated"
+        assert len(controllers) >= 1, "no iLQG controller was published"
+        assert any(t["controller"] == 1.0 for t in tr), "no episode ran the iLQG controller"
+
+
+def test_ctrl_c_stops_everything_with_zero_effort(tmp_path):
+    """SIGINT to the launcher mid-run: every node goes down, each arm's last command is zero."""
+    lease = allocate_domain()
+    probe = RosTestNode(lease.domain_id)
+    trans = probe.collect(Float64MultiArray, "/naf/transitions", qos.TRANSITIONS)
+    cmds = probe.collect(Float64MultiArray, "/effort_controller/commands", DEEP)
+    skip = ["--skip", "learner", "--skip", "dynamics_fitter", "--skip", "ilqg_explorer"]
+    proc = launch(lease.domain_id, tmp_path, "--episodes", "1000", "--mode", "realtime", *skip)
+    try:
+        assert wait_until(lambda: len(trans) >= 2 * T, 90.0), "graph never produced transitions"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        time.sleep(0.5)
+        last = cmds.last
+        n = len(cmds)
+        time.sleep(0.5)
+        assert len(cmds) == n, "something commanded the arm after shutdown"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        probe.close()
+        lease.release()
+    assert proc.returncode == 130, out
+    assert list(last.data) == [0.0, 0.0, 0.0], out
+    assert "SIGKILL" not in out, out
