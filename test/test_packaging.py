@@ -29,14 +29,41 @@ def installed(tmp_path_factory):
     colcon = shutil.which("colcon") or str(Path(sys.executable).parent / "colcon")
     work = tmp_path_factory.mktemp("colcon")
     src = work / "src" / "naf_ros"
-    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "install", "log", "runs", "bench_results", "__pycache__",
-        ".pytest_cache", ".ruff_cache"))
+    shutil.copytree(
+        REPO,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".git",
+            ".venv",
+            "build",
+            "install",
+            "log",
+            "runs",
+            "bench_results",
+            "__pycache__",
+            ".pytest_cache",
+            ".ruff_cache",
+        ),
+    )
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     proc = subprocess.run(
-        [colcon, "build", "--base-paths", "src", "--build-base", "build", "--install-base",
-         "install", "--event-handlers", "console_direct-"],
-        cwd=work, capture_output=True, text=True, timeout=600, env=env,
+        [
+            colcon,
+            "build",
+            "--base-paths",
+            "src",
+            "--build-base",
+            "build",
+            "--install-base",
+            "install",
+            "--event-handlers",
+            "console_direct-",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return work / "install"
@@ -48,8 +75,10 @@ def test_colcon_install_space_is_found_through_the_ament_index(installed):
         "get_package_prefix as p; print(s('naf_ros')); print(p('naf_ros'))"
     )
     proc = subprocess.run(
-        ["bash", "-c", f"source {installed}/setup.bash && cd / && {sys.executable} -c \"{script}\""],
-        capture_output=True, text=True, timeout=120,
+        ["bash", "-c", f'source {installed}/setup.bash && cd / && {sys.executable} -c "{script}"'],
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AMENT_PREFIX_PATH")},
     )
     assert proc.returncode == 0, proc.stderr
@@ -64,10 +93,16 @@ def test_colcon_install_space_is_found_through_the_ament_index(installed):
 
 def test_installed_package_imports_from_install_space(installed):
     proc = subprocess.run(
-        ["bash", "-c", f"source {installed}/setup.bash && cd / && {sys.executable} -c "
-         "\"import naf_ros.envs.task as t; print(t.__file__); "
-         "print(t.ArmModel.from_mjcf().joint_names)\""],
-        capture_output=True, text=True, timeout=120,
+        [
+            "bash",
+            "-c",
+            f"source {installed}/setup.bash && cd / && {sys.executable} -c "
+            '"import naf_ros.envs.task as t; print(t.__file__); '
+            'print(t.ArmModel.from_mjcf().joint_names)"',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
     )
     assert proc.returncode == 0, proc.stderr

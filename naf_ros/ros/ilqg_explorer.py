@@ -2,11 +2,11 @@
 
 Each new model on ``/naf/dynamics_model`` becomes a time-varying linear-Gaussian controller
 published latched on ``/naf/ilqg_controller`` (version = the model's version), which the
-policy node runs with probability ``model_based.ilqg_probability`` per episode. The step is taken from the previous
-controller (the trust region is KL(new || previous)); the first one starts from a zero-gain
-exploratory controller around the fitted episodes' mean actions. A fallback of the eta
-search keeps the previous controller; models of the wrong shape, non-finite or older than
-the last are dropped and counted.
+policy node runs with probability ``model_based.ilqg_probability`` per episode. The step is
+taken from the previous controller (the trust region is KL(new || previous)); the first one
+starts from a zero-gain exploratory controller around the fitted episodes' mean actions. A
+fallback of the eta search keeps the previous controller; models of the wrong shape, non-
+finite or older than the last are dropped and counted.
 """
 
 from __future__ import annotations
