@@ -160,6 +160,7 @@ def bench_model_based(args) -> dict:
         mb = dict(MODEL_BASED_VARIANTS[label])
         if mb.get("enabled"):
             mb["imagination_updates_per_step"] = args.imagination_updates
+            mb["rollout_length"] = args.rollout_length
         for seed in range(args.seeds):
             cfg = {
                 "env": {"id": REACHER_FIXED},
@@ -262,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--exploration", default="ou")
     parser.add_argument("--noise", type=float, default=0.3)
-    parser.add_argument("--imagination-updates", type=int, default=10)
+    parser.add_argument("--imagination-updates", type=int, default=5)
+    parser.add_argument("--rollout-length", type=int, default=5)
     parser.add_argument("--variants", nargs="*", choices=list(MODEL_BASED_VARIANTS))
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
