@@ -31,6 +31,7 @@ setup(
             "dynamics_fitter = naf_ros.ros.dynamics_fitter:main",
             "ilqg_explorer = naf_ros.ros.ilqg_explorer:main",
             "learner = naf_ros.ros.learner:main",
+            "bag_recorder = naf_ros.ros.bag_recorder:main",
         ],
     },
 )

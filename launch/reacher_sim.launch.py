@@ -1,15 +1,22 @@
 """NAF on the simulated reacher: K sim_bridge + naf_policy pairs, learner, fitter, explorer.
 
     ros2 launch naf_ros reacher_sim.launch.py mode:=realtime arms:=2 exploration:=precision
+    ros2 launch naf_ros reacher_sim.launch.py record:=experience   # + rosbag2 experience
 
 Every node reads config/reacher_sim.yaml (shared training config under ``/**``, node blocks
 under ``/**/<node>``). Per-arm nodes use relative names, so with ``arms:=1`` they live in
 ``namespace`` (default: none) and with more arms in ``<namespace or arm><i>``. For a real arm
 drop the bridge (``sim:=false``), set ``reset_mode`` to homing in the YAML and point
-``controller_name`` at the arm's effort ForwardCommandController. ``naf-ros launch`` brings up
-the same graph where ROS launch tooling is not installed.
+``controller_name`` at the arm's effort ForwardCommandController. With ``record`` (or
+``bag.record`` in the YAML) the learner records the transitions it trains on and one
+``bag_recorder`` per arm records joint states, commands and targets, as rosbag2 (MCAP) under
+``train.run_dir``. E-stop: ``ros2 topic pub --once <ns>/estop std_msgs/msg/Bool
+"{data: true}"`` latches zero effort in the policy and the bridge; ``{data: false}``
+releases it. ``naf-ros launch`` brings up the same graph where ROS launch tooling is not
+installed.
 """
 
+import yaml
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
@@ -27,6 +34,17 @@ def _truthy(text: str) -> bool:
     return text.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _yaml_record(params_file: str) -> str:
+    """``bag.record`` of the params file's shared block ('' if unset)."""
+    try:
+        with open(params_file) as fh:
+            data = yaml.safe_load(fh) or {}
+    except OSError:
+        return ""
+    shared = (data.get("/**") or {}).get("ros__parameters") or {}
+    return str((shared.get("bag") or {}).get("record") or shared.get("bag.record") or "")
+
+
 def _nodes(context, *args, **kwargs):
     """Expand the arguments into nodes (the arm count needs evaluated arguments)."""
     params_file = LaunchConfiguration("params_file").perform(context)
@@ -38,6 +56,7 @@ def _nodes(context, *args, **kwargs):
     arms = int(LaunchConfiguration("arms").perform(context))
     sim = _truthy(LaunchConfiguration("sim").perform(context))
     use_sim_time = _truthy(LaunchConfiguration("use_sim_time").perform(context))
+    record = LaunchConfiguration("record").perform(context).strip() or _yaml_record(params_file)
     if arms < 1:
         raise ValueError("arms must be >= 1")
     # Empty arguments leave the YAML's values in force.
@@ -51,6 +70,8 @@ def _nodes(context, *args, **kwargs):
             if value not in allowed:
                 raise ValueError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
             shared[key] = value
+    if record:
+        shared["bag.record"] = record
     nodes = []
     for i in range(arms):
         ns = namespace if arms == 1 else f"{namespace or 'arm'}{i}"
@@ -76,6 +97,17 @@ def _nodes(context, *args, **kwargs):
                 output="screen",
             )
         )
+        if record:
+            nodes.append(
+                Node(
+                    package=PACKAGE,
+                    executable="bag_recorder",
+                    name="bag_recorder",
+                    namespace=ns,
+                    parameters=[params_file, shared, arm],
+                    output="screen",
+                )
+            )
     nodes.append(
         Node(
             package=PACKAGE,
@@ -148,6 +180,12 @@ def generate_launch_description() -> LaunchDescription:
             ),
             DeclareLaunchArgument(
                 "use_sim_time", default_value="false", description="policy/learner on /clock"
+            ),
+            DeclareLaunchArgument(
+                "record",
+                default_value="",
+                description="record experience as rosbag2 under train.run_dir/<record>; "
+                "empty: the YAML's bag.record",
             ),
             OpaqueFunction(function=_nodes),
         ]

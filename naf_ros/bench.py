@@ -120,6 +120,8 @@ def bench_naf(args) -> dict:
             "train": {"episodes": args.episodes, "eval_every": 10},
         },
     }
+    if args.envs:
+        envs = {k: v for k, v in envs.items() if k in args.envs}
     payload: dict = {"suite": "naf", "envs": {}}
     for env_id, base in envs.items():
         jobs = []
@@ -265,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise", type=float, default=0.3)
     parser.add_argument("--imagination-updates", type=int, default=5)
     parser.add_argument("--rollout-length", type=int, default=5)
+    parser.add_argument("--envs", nargs="*", choices=["Reacher-v5", REACHER_FIXED],
+                        help="naf suite: which environments (default both)")
     parser.add_argument("--variants", nargs="*", choices=list(MODEL_BASED_VARIANTS))
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)

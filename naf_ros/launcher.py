@@ -3,7 +3,10 @@
 On pip-only machines there is no ``ros2 launch``; this starts the same nodes from the same
 YAML, each in its own OS process (``python -m naf_ros.ros.<node> --ros-args --params-file
 <yaml> ...``), with K namespaced bridge+policy pairs (``arm0``, ``arm1``, ...) and one
-learner, dynamics fitter and iLQG explorer. It prints one line per finished episode from
+learner, dynamics fitter and iLQG explorer; with ``bag.record`` (or ``--record NAME``) also
+one experience recorder per arm. ``--respawn`` restarts a node that dies (up to
+``--max-restarts`` times each; the nodes resume from their checkpoints in the run folder).
+It prints one line per finished episode from
 ``/naf/metrics/*``, stops when every policy has finished its episodes (or on Ctrl-C: SIGINT
 to the policies first so their zero-effort command reaches the bridges, then to the rest,
 SIGKILL for stragglers) and exits 0 on a clean finish.
@@ -33,10 +36,17 @@ import yaml
 from naf_ros.config import ConfigError, config_from_dict
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-NODES = ("sim_bridge", "naf_policy", "learner", "dynamics_fitter", "ilqg_explorer")
-ARM_NODES = ("sim_bridge", "naf_policy")
+NODES = (
+    "sim_bridge",
+    "naf_policy",
+    "learner",
+    "dynamics_fitter",
+    "ilqg_explorer",
+    "bag_recorder",
+)
+ARM_NODES = ("sim_bridge", "naf_policy", "bag_recorder")
 SHARED_KEY = "/**"
-SECTIONS = ("env", "agent", "exploration", "model_based", "train")
+SECTIONS = ("env", "agent", "exploration", "model_based", "train", "safety", "bag")
 METRIC_NAMES = (
     "episode_return",
     "tip_distance",
@@ -226,8 +236,9 @@ def build_children(
     params_file: Path,
     log_dir: Path,
     node_overrides: dict[str | None, dict[str, Any]],
+    record: bool = False,
 ) -> list[Child]:
-    """The process list: per arm a bridge and a policy, then the shared learning nodes."""
+    """The process list: per arm a bridge, a policy (and a recorder), then the shared nodes."""
     children: list[Child] = []
     params_dir = log_dir.parent / "params"
     params_dir.mkdir(parents=True, exist_ok=True)
@@ -240,6 +251,8 @@ def build_children(
         common["exploration.kind"] = args.exploration
     if args.model is not None:
         common["model_based.model"] = args.model
+    if getattr(args, "record", None):
+        common["bag.record"] = args.record
 
     def make(node: str, namespace: str, extra: dict[str, Any]) -> Child:
         tag = f"{namespace}_{node}" if namespace else node
@@ -269,6 +282,8 @@ def build_children(
         if "sim_bridge" not in args.skip:
             children.append(make("sim_bridge", ns, {**arm, "publish_clock": i == 0}))
         children.append(make("naf_policy", ns, {**arm, **policy_extra}))
+        if record and "bag_recorder" not in args.skip:
+            children.append(make("bag_recorder", ns, arm))
     for node in ("learner", "dynamics_fitter", "ilqg_explorer"):
         if node in args.skip:
             continue
@@ -455,6 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=NODES,
         help="do not start this node (e.g. sim_bridge for a real arm)",
     )
+    p.add_argument(
+        "--record",
+        default=None,
+        metavar="NAME",
+        help="record experience to rosbag2 under RUN_DIR/NAME (sets bag.record)",
+    )
     p.add_argument("--respawn", action="store_true", help="restart nodes that die")
     p.add_argument("--max-restarts", type=int, default=3, help="restart limit per node")
     p.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
@@ -488,8 +509,9 @@ class Launch:
             ("episodes", "train.episodes"),
             ("exploration", "exploration.kind"),
             ("model", "model_based.model"),
+            ("record", "bag.record"),
         ):
-            if getattr(args, opt) is not None:
+            if getattr(args, opt, None) is not None:
                 overrides[key] = getattr(args, opt)
         self.cfg = effective_config(shared, overrides)
         for node, values in node_overrides.items():  # per-node overrides must validate too
@@ -507,7 +529,9 @@ class Launch:
         if self.domain_id is None and os.environ.get("ROS_DOMAIN_ID"):
             self.domain_id = int(os.environ["ROS_DOMAIN_ID"])
         self.env = child_env(self.domain_id)
-        self.children = build_children(args, params_file, self.log_dir, node_overrides)
+        self.children = build_children(
+            args, params_file, self.log_dir, node_overrides, record=bool(self.cfg.bag.record)
+        )
         self.stop = threading.Event()
         self.interrupted = False
         self.params_file = params_file
@@ -582,6 +606,9 @@ class Launch:
                 progress.close()
             for sig, handler in old.items():
                 signal.signal(sig, handler)
+        restarted = [f"{c.label} {c.restarts}" for c in self.children if c.restarts]
+        if restarted:
+            print(f"naf-ros launch: restarts: {', '.join(restarted)}", flush=True)
         if self.interrupted:
             return 130
         if failed:

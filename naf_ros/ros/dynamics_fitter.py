@@ -8,179 +8,49 @@ keeps the previous model. Besides the model arrays the message carries a few ``s
 statistics of the fitted episodes (returns, controller ids, action mean/variance), which
 the iLQG explorer uses for its step adaptation and initial controller.
 
-The small helpers shared by the three learning-side nodes (task/horizon from the config,
-lenient transition parsing, the SIGINT-safe spin loop) live here too: this module is light
-to import (no torch), so the explorer and the learner can take them from it.
+Re-sent transitions (the policy's outbox after a learner restart) are duplicates here and
+dropped by the :class:`~naf_ros.ros.delivery.Sequencer`. With ``persist`` the node keeps
+its state in ``<train.run_dir>/dynamics_fitter_checkpoint.pt`` (model version, prior
+history, pending episodes, sequence state, the last model) after every fit, every
+``checkpoint_every_s`` while episodes complete, and at shutdown; on restart it resumes from
+it and re-publishes its last model.
 """
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
+import time
 from collections import Counter
-from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import Float64, Float64MultiArray
 
-from naf_ros.config import ConfigError, EnvConfig
+from naf_ros.config import ConfigError
 from naf_ros.core.dynamics import DynamicsFitError, DynamicsPrior, fit_linear_gaussian
-from naf_ros.core.episodes import (
-    GAP,
-    RESTART,
-    Episode,
-    EpisodeAssembler,
-    SequenceTracker,
-    stack_episodes,
-)
-from naf_ros.envs.task import ArmModel, ReacherTask
+from naf_ros.core.episodes import GAP, RESTART, Episode, EpisodeAssembler, stack_episodes
 from naf_ros.ros import qos
-from naf_ros.ros.codec import CodecError, decode_transition, pack_arrays, unpack_arrays
-from naf_ros.ros.common import Diagnostics, declare_config
+from naf_ros.ros.codec import pack_arrays
+from naf_ros.ros.common import (  # noqa: F401  (names re-exported for existing importers)
+    CONTROLLER_TOPIC,
+    MODEL_TOPIC,
+    TRANSITIONS_TOPIC,
+    Diagnostics,
+    declare,
+    declare_config,
+    episode_steps,
+    parse_transition,
+    publish_scalar,
+    reacher_task,
+    run_node,
+)
+from naf_ros.ros.delivery import Sequencer
+from naf_ros.ros.persist import CheckpointFile
 
-TRANSITIONS_TOPIC = "/naf/transitions"
-MODEL_TOPIC = "/naf/dynamics_model"
-CONTROLLER_TOPIC = "/naf/ilqg_controller"
-DEFAULT_EPISODE_STEPS = 50
-
-
-# --- helpers shared by the learning-side nodes -------------------------------------------------
-def _reacher_kwargs(env_cfg: EnvConfig) -> dict:
-    import gymnasium as gym
-
-    import naf_ros.envs  # noqa: F401  (registers the reacher ids)
-
-    kwargs: dict = {}
-    if env_cfg.id in gym.registry:
-        spec = gym.spec(env_cfg.id)
-        if not str(spec.entry_point).startswith("naf_ros."):
-            raise ConfigError(
-                f"env.id: {env_cfg.id!r} is not the naf_ros reacher; the ROS graph learns "
-                "that task only (its reward must be computable from observations)"
-            )
-        kwargs.update(spec.kwargs or {})
-    kwargs.update(env_cfg.kwargs or {})
-    return kwargs
-
-
-def reacher_task(env_cfg: EnvConfig) -> ReacherTask:
-    """The task the configured reacher uses, so rewards and derivatives match the sim's."""
-    kwargs = _reacher_kwargs(env_cfg)
-    arm = ArmModel.from_mjcf(kwargs.get("model_path"))
-    return ReacherTask(arm, ctrl_cost_weight=float(kwargs.get("ctrl_cost_weight", 0.02)))
-
-
-def env_horizon(env_cfg: EnvConfig) -> int:
-    """Episode length T (time-varying models are indexed by t < T)."""
-    if env_cfg.max_episode_steps is not None:
-        return int(env_cfg.max_episode_steps)
-    import gymnasium as gym
-
-    import naf_ros.envs  # noqa: F401
-
-    if env_cfg.id in gym.registry and gym.spec(env_cfg.id).max_episode_steps:
-        return int(gym.spec(env_cfg.id).max_episode_steps)
-    return DEFAULT_EPISODE_STEPS
-
-
-HEADER = ("producer", "seq", "episode", "t")
-
-
-def parse_transition(
-    msg: Float64MultiArray, obs_dim: int, act_dim: int
-) -> tuple[dict | None, tuple[int, int, int, int] | None, str]:
-    """Decode a transition; on failure still recover (producer, seq, episode, t) if possible.
-
-    Returns ``(transition or None, header or None, reject reason or "")``. A transition
-    that is bad but identifiable still accounts for its sequence number, so a rejected
-    sample neither looks like a gap nor stalls a lockstep producer waiting on progress.
-    """
-    try:
-        tr = decode_transition(msg, obs_dim, act_dim)
-    except CodecError as exc:
-        reason = "non_finite" if "non-finite" in str(exc) else "malformed"
-    except Exception:  # noqa: BLE001 - any undecodable message is malformed, never fatal
-        reason = "malformed"
-    else:
-        header = tuple(tr[k] for k in HEADER)
-        if np.max(np.abs(tr["action"])) > 1.0 + 1e-6:
-            return None, header, "action_out_of_range"
-        return tr, header, ""
-    try:
-        raw = unpack_arrays(msg, finite=False)
-        vals = [float(np.asarray(raw[k]).reshape(())) for k in HEADER]
-    except Exception:  # noqa: BLE001 - header unreadable too
-        return None, None, reason
-    if all(np.isfinite(v) and v >= 0 and v == int(v) for v in vals):
-        return None, tuple(int(v) for v in vals), reason
-    return None, None, reason
-
-
-def declare(node: Node, name: str, default):
-    """Declare one node-specific parameter and return its value."""
-    return node.declare_parameter(name, default).value
-
-
-def publish_scalar(pub, value: float) -> None:
-    pub.publish(Float64(data=float(value)))
-
-
-def run_node(make_node: Callable[[], Node], argv: list[str] | None = None) -> int:
-    """Spin until SIGINT/SIGTERM, then call ``node.on_shutdown()`` while ROS is still up.
-
-    We own the signals (rclpy's handler would shut the context down first), so a node can
-    still checkpoint and publish during shutdown. ``node.healthy()`` returning False (e.g.
-    a dead worker thread) ends the loop with exit code 1.
-    """
-    rclpy.init(
-        args=argv if argv is not None else sys.argv,
-        signal_handler_options=SignalHandlerOptions.NO,
-    )
-    stop = threading.Event()
-
-    def _on_signal(_sig, _frame) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
-    code, node = 0, None
-    executor = SingleThreadedExecutor()
-    try:
-        node = make_node()
-        executor.add_node(node)
-        start = getattr(node, "start", None)
-        if start is not None:
-            start()
-        healthy = getattr(node, "healthy", lambda: True)
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.05)
-            if not healthy():
-                code = 1
-                break
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        code = 2
-    finally:
-        if node is not None:
-            try:
-                on_shutdown = getattr(node, "on_shutdown", None)
-                if on_shutdown is not None:
-                    on_shutdown()
-            except Exception as exc:  # noqa: BLE001 - shutdown must go on
-                print(f"shutdown failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-                code = code or 1
-            executor.remove_node(node)
-            node.destroy_node()
-        executor.shutdown()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return code
+CHECKPOINT_NAME = "dynamics_fitter_checkpoint.pt"
+CHECKPOINT_KIND = "naf_ros-dynamics_fitter"
 
 
 def one_step_rmse(model, X: np.ndarray, U: np.ndarray) -> float:
@@ -205,9 +75,9 @@ class DynamicsFitterNode(Node):
             )
         self.task = reacher_task(self.cfg.env)
         self.obs_dim, self.act_dim = self.task.obs_dim, self.task.act_dim
-        self.horizon = env_horizon(self.cfg.env)
+        self.horizon = episode_steps(self.cfg.env)
         self.n_per_fit = mb.episodes_per_fit
-        self.tracker = SequenceTracker()
+        self.sequencer = Sequencer()  # gaps declared at once: nobody re-sends for us
         self.assembler = EpisodeAssembler(self.obs_dim, self.act_dim, self.horizon)
         components = int(declare(self, "prior_components", 1))
         if components < 1:
@@ -219,10 +89,20 @@ class DynamicsFitterNode(Node):
         self.version = 0
         self.fit_failures: Counter[str] = Counter()
         self.last_rmse = float("nan")
+        self.last_arrays: dict[str, np.ndarray] | None = None
+        self.persist = bool(declare(self, "persist", False))
+        self.checkpoint_every_s = float(declare(self, "checkpoint_every_s", 2.0))
+        self._last_save = 0.0
+        self.checkpoint = CheckpointFile(
+            Path(self.cfg.train.run_dir) / CHECKPOINT_NAME, self.get_logger().error
+        )
+        self.resumed = False
         self.diag = Diagnostics(self)
         self._model_pub = self.create_publisher(Float64MultiArray, MODEL_TOPIC, qos.LATCHED)
         self._fits_pub = self.create_publisher(Float64, "/naf/metrics/model_fits", qos.METRICS)
         self._rmse_pub = self.create_publisher(Float64, "/naf/metrics/model_rmse", qos.METRICS)
+        if self.persist:
+            self._resume()
         self.create_subscription(
             Float64MultiArray, TRANSITIONS_TOPIC, self._on_transition, qos.TRANSITIONS
         )
@@ -230,23 +110,91 @@ class DynamicsFitterNode(Node):
         self.get_logger().info(
             f"fitting T={self.horizon} linear-Gaussian models every {self.n_per_fit} episodes "
             f"(obs {self.obs_dim}, act {self.act_dim})"
+            + (f"; state in {self.checkpoint.path}" if self.persist else "")
         )
 
+    # --- persistence --------------------------------------------------------------------------
+    def payload(self) -> dict:
+        return {
+            "kind": CHECKPOINT_KIND,
+            "dims": [self.obs_dim, self.act_dim, self.horizon],
+            "version": self.version,
+            "prior": self.prior,
+            "batch": [e.__dict__.copy() for e in self.batch],
+            "model": self.last_arrays,
+            "last_rmse": self.last_rmse,
+            "fit_failures": dict(self.fit_failures),
+            "completed": self.assembler.completed,
+            "tracker": self.sequencer.tracker.state_dict(),
+            "last_episode": dict(self.sequencer.last_episode),
+        }
+
+    def _apply(self, p: dict) -> None:
+        """All-or-nothing restore (raises if the payload does not fit this node)."""
+        if p.get("kind") != CHECKPOINT_KIND:
+            raise ValueError(f"not a dynamics_fitter checkpoint (kind {p.get('kind')!r})")
+        if list(p["dims"]) != [self.obs_dim, self.act_dim, self.horizon]:
+            raise ValueError(f"dims {p['dims']} != {[self.obs_dim, self.act_dim, self.horizon]}")
+        prior = p["prior"]
+        if not isinstance(prior, DynamicsPrior):
+            raise TypeError("prior is not a DynamicsPrior")
+        batch = [Episode(**e) for e in p["batch"]]
+        sequencer = Sequencer()
+        sequencer.tracker.load_state_dict(p["tracker"])
+        sequencer.last_episode = {int(k): int(v) for k, v in p["last_episode"].items()}
+        model = p["model"]
+        if model is not None:
+            model = {k: np.asarray(v) for k, v in model.items()}
+        self.version = int(p["version"])
+        self.prior, self.batch, self.sequencer, self.last_arrays = prior, batch, sequencer, model
+        self.last_rmse = float(p["last_rmse"])
+        self.fit_failures = Counter({str(k): int(v) for k, v in p["fit_failures"].items()})
+        self.assembler.completed = int(p["completed"])
+
+    def _resume(self) -> None:
+        if self.checkpoint.load(self._apply) is None:
+            return
+        self.resumed = True
+        self.get_logger().info(
+            f"resumed from {self.checkpoint.loaded_from}: model v{self.version}, "
+            f"{len(self.batch)} pending episodes, prior over {self.prior.n_episodes}"
+        )
+        if self.last_arrays is not None:
+            self._model_pub.publish(pack_arrays(self.last_arrays))  # latched, for restarted peers
+
+    def save(self) -> None:
+        if not self.persist:
+            return
+        self._last_save = time.monotonic()
+        if self.checkpoint.save(self.payload()):
+            self.diag.clear("checkpoint")
+        else:
+            self.diag.problem("checkpoint", DiagnosticStatus.WARN, self.checkpoint.last_error)
+
+    def safe_stop(self) -> None:
+        self.save()
+
+    # --- input --------------------------------------------------------------------------------
     def _refresh_diagnostics(self) -> None:
         v = self.diag.values
+        tracker = self.sequencer.tracker
         v["episodes_completed"] = self.assembler.completed
         v["episodes_pending"] = len(self.batch)
         v["model_version"] = self.version
         v["model_rmse"] = f"{self.last_rmse:.6g}"
-        v["gaps"] = self.tracker.gaps
-        v["lost_transitions"] = self.tracker.lost
-        v["producer_restarts"] = self.tracker.restarts
+        v["prior_episodes"] = self.prior.n_episodes
+        v["gaps"] = tracker.gaps
+        v["lost_transitions"] = tracker.lost
+        v["producer_restarts"] = tracker.restarts
+        v["resumed"] = self.resumed
+        if self.persist:
+            v.update(self.checkpoint.diagnostics())
         for reason, n in self.fit_failures.items():
             v[f"fit_failures/{reason}"] = n
-        if self.fit_failures or self.tracker.gaps:
+        if self.fit_failures or tracker.gaps:
             self.diag.level = DiagnosticStatus.WARN
             self.diag.message = (
-                f"{sum(self.fit_failures.values())} failed fits, {self.tracker.gaps} gaps"
+                f"{sum(self.fit_failures.values())} failed fits, {tracker.gaps} gaps"
             )
 
     def _on_transition(self, msg: Float64MultiArray) -> None:
@@ -262,27 +210,34 @@ class DynamicsFitterNode(Node):
             self.diag.reject(reason)
             return
         producer, seq, episode, t = header
-        verdict = self.tracker.check(producer, seq, restart_hint=(t == 0 and episode == 0))
-        if not verdict.accepted:
-            self.diag.reject(verdict.status, f"producer {producer} seq {seq}")
-            return
-        if verdict.status == GAP:
-            self.get_logger().warning(
-                f"gap: producer {producer} lost {verdict.missing} transitions before seq {seq}",
-                throttle_duration_sec=2.0,
-            )
-        elif verdict.status == RESTART:
-            self.get_logger().warning(f"producer {producer} restarted (seq 0)")
-        if tr is None:
-            self.diag.reject(reason, f"producer {producer} seq {seq}")
-            return
-        done, reasons = self.assembler.feed(tr)
-        for r in reasons:
-            self.diag.reject(r, f"producer {producer} episode {episode} t {t}")
-        if done is not None:
-            self.batch.append(done)
-            if len(self.batch) >= self.n_per_fit:
-                self.fit()
+        deliveries, rejected = self.sequencer.offer(producer, seq, episode, t, (tr, reason))
+        if rejected:
+            self.diag.reject(rejected, f"producer {producer} seq {seq}")
+        changed = fitted = False
+        for d in deliveries:
+            if d.status == GAP:
+                self.get_logger().warning(
+                    f"gap: producer {d.producer} lost {d.missing} transitions before seq {d.seq}",
+                    throttle_duration_sec=2.0,
+                )
+            elif d.status == RESTART:
+                self.get_logger().warning(f"producer {d.producer} restarted (seq 0)")
+            item, why = d.payload
+            if item is None:
+                self.diag.reject(why, f"producer {d.producer} seq {d.seq}")
+                continue
+            done, reasons = self.assembler.feed(item)
+            for r in reasons:
+                self.diag.reject(r, f"producer {d.producer} episode {d.episode} t {item['t']}")
+            if done is not None:
+                self.batch.append(done)
+                changed = True
+                if len(self.batch) >= self.n_per_fit:
+                    fitted |= self.fit()
+        # Every model is saved; pending episodes at most every checkpoint_every_s (they are
+        # cheap to lose: the next fit just waits for a few more).
+        if fitted or changed and time.monotonic() - self._last_save >= self.checkpoint_every_s:
+            self.save()
 
     def fit(self) -> bool:
         """M <- fit(B_f); B_f <- empty whatever the outcome (the samples are spent)."""
@@ -305,6 +260,7 @@ class DynamicsFitterNode(Node):
         arrays["version"] = float(self.version)
         arrays.update(sample_statistics(episodes))
         self._model_pub.publish(pack_arrays(arrays))
+        self.last_arrays = arrays
         self.last_rmse = one_step_rmse(model, X, U)
         publish_scalar(self._fits_pub, self.version)
         publish_scalar(self._rmse_pub, self.last_rmse)

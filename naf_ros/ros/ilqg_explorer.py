@@ -7,12 +7,19 @@ taken from the previous controller (the trust region is KL(new || previous)); th
 starts from a zero-gain exploratory controller around the fitted episodes' mean actions. A
 fallback of the eta search keeps the previous controller; models of the wrong shape, non-
 finite or older than the last are dropped and counted.
+
+With ``persist`` the explorer keeps its state (the current controller, the model version
+it answers, the optimizer's KL step, eta and improvement estimate) in
+``<train.run_dir>/ilqg_explorer_checkpoint.pt`` after every step and at shutdown; a
+restarted explorer resumes from it, re-publishes its controller (latched) and takes the
+next step from it, as if it had never stopped.
 """
 
 from __future__ import annotations
 
 import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
@@ -28,17 +35,22 @@ from naf_ros.core.ilqg import (
 )
 from naf_ros.ros import qos
 from naf_ros.ros.codec import CodecError, pack_arrays, unpack_arrays
-from naf_ros.ros.common import Diagnostics, declare_config
-from naf_ros.ros.dynamics_fitter import (
+from naf_ros.ros.common import (
     CONTROLLER_TOPIC,
     MODEL_TOPIC,
+    Diagnostics,
     declare,
+    declare_config,
     publish_scalar,
     reacher_task,
     run_node,
 )
+from naf_ros.ros.persist import CheckpointFile
 
 ILQG_CONTROLLER_ID = 1.0  # codec.CONTROLLER_ILQG: episodes the controller itself ran
+CHECKPOINT_NAME = "ilqg_explorer_checkpoint.pt"
+CHECKPOINT_KIND = "naf_ros-ilqg_explorer"
+OPTIMIZER_STATE = ("kl_step", "eta", "n_updates", "n_fallbacks", "_last")
 
 
 def initial_controller(
@@ -88,14 +100,77 @@ class ILQGExplorerNode(Node):
         self.published = 0
         self.fallbacks: Counter[str] = Counter()
         self.last_info: dict = {}
+        self.persist = bool(declare(self, "persist", False))
+        self.checkpoint = CheckpointFile(
+            Path(self.cfg.train.run_dir) / CHECKPOINT_NAME, self.get_logger().error
+        )
+        self.resumed = False
+        self._seen_own_version = False
         self.diag = Diagnostics(self)
         self._pub = self.create_publisher(Float64MultiArray, CONTROLLER_TOPIC, qos.LATCHED)
         self._kl_pub = self.create_publisher(Float64, "/naf/metrics/ilqg_kl", qos.METRICS)
         self._ret_pub = self.create_publisher(
             Float64, "/naf/metrics/ilqg_expected_return", qos.METRICS
         )
+        if self.persist:
+            self._resume()
         self.create_subscription(Float64MultiArray, MODEL_TOPIC, self._on_model, qos.LATCHED)
         self._refresh_diagnostics()
+
+    # --- persistence --------------------------------------------------------------------------
+    def payload(self) -> dict:
+        return {
+            "kind": CHECKPOINT_KIND,
+            "dims": [self.obs_dim, self.act_dim],
+            "controller": None if self.controller is None else self.controller.to_arrays(),
+            "model_version": self.model_version,
+            "published": self.published,
+            "optimizer": {k: getattr(self.optimizer, k) for k in OPTIMIZER_STATE},
+            "fallbacks": dict(self.fallbacks),
+        }
+
+    def _apply(self, p: dict) -> None:
+        """All-or-nothing restore (raises if the payload does not fit this node)."""
+        if p.get("kind") != CHECKPOINT_KIND:
+            raise ValueError(f"not an ilqg_explorer checkpoint (kind {p.get('kind')!r})")
+        if list(p["dims"]) != [self.obs_dim, self.act_dim]:
+            raise ValueError(f"dims {p['dims']} != {[self.obs_dim, self.act_dim]}")
+        ctrl = p["controller"]
+        ctrl = None if ctrl is None else LinearGaussianController.from_arrays(ctrl)
+        opt = dict(p["optimizer"])
+        missing = [k for k in OPTIMIZER_STATE if k not in opt]
+        if missing:
+            raise KeyError(f"optimizer state lacks {missing}")
+        self.controller, self.model_version = ctrl, int(p["model_version"])
+        self.published = int(p["published"])
+        for key in OPTIMIZER_STATE:
+            setattr(self.optimizer, key, opt[key])
+        self.fallbacks = Counter({str(k): int(v) for k, v in p["fallbacks"].items()})
+
+    def _resume(self) -> None:
+        if self.checkpoint.load(self._apply) is None:
+            return
+        self.resumed = True
+        self.get_logger().info(
+            f"resumed from {self.checkpoint.loaded_from}: controller for model "
+            f"v{self.model_version}, kl_step {self.optimizer.kl_step:.4g}, "
+            f"eta {self.optimizer.eta:.4g}"
+        )
+        if self.controller is not None and self.published > 0:
+            arrays = self.controller.to_arrays()
+            arrays["version"] = float(self.model_version)
+            self._pub.publish(pack_arrays(arrays))  # latched, for restarted policies
+
+    def save(self) -> None:
+        if not self.persist:
+            return
+        if self.checkpoint.save(self.payload()):
+            self.diag.clear("checkpoint")
+        else:
+            self.diag.problem("checkpoint", DiagnosticStatus.WARN, self.checkpoint.last_error)
+
+    def safe_stop(self) -> None:
+        self.save()
 
     def _refresh_diagnostics(self) -> None:
         v = self.diag.values
@@ -104,6 +179,9 @@ class ILQGExplorerNode(Node):
         v["kl_step"] = f"{self.optimizer.kl_step:.4g}"
         v["eta"] = f"{self.optimizer.eta:.4g}"
         v["last_kl"] = f"{self.last_info.get('kl', float('nan')):.4g}"
+        v["resumed"] = self.resumed
+        if self.persist:
+            v.update(self.checkpoint.diagnostics())
         for reason, n in self.fallbacks.items():
             v[f"fallbacks/{reason}"] = n
         if self.fallbacks:
@@ -129,6 +207,9 @@ class ILQGExplorerNode(Node):
             self.diag.reject("malformed_model", "no integer 'version'")
             return
         version = int(version)
+        if version == self.model_version and self.resumed and not self._seen_own_version:
+            self._seen_own_version = True  # the latched copy of the model we resumed with
+            return
         if version <= self.model_version:
             self.diag.reject("stale_model", f"version {version} <= {self.model_version}")
             return
@@ -187,10 +268,12 @@ class ILQGExplorerNode(Node):
             return
         self.controller = ctrl
         if fallback is not None and self.published > 0:
+            self.save()
             return
         arrays_out["version"] = float(self.model_version)
         self._pub.publish(pack_arrays(arrays_out))
         self.published += 1
+        self.save()
         kl = float(info.get("kl", float("nan")))
         publish_scalar(self._kl_pub, kl)
         ret = expected_return(self.task.reward_derivatives, model.trajectory_distribution(ctrl))

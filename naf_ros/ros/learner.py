@@ -1,26 +1,39 @@
 """Learner node: NAF updates (Algorithm 1) with imagination rollouts (Algorithm 2) over ROS.
 
-Transitions from ``/naf/transitions`` are sequence-checked on the executor thread (duplicates,
-late copies and malformed messages dropped and counted; gaps counted and reported) and
-queued for a worker thread that owns all learning state. Per real transition it adds the
-sample to the replay R, every ``model_based.rollout_every`` transitions rolls the current
-mu through the latest model from ``/naf/dynamics_model`` into the fictional buffer R_f, and
-does I·l updates from R_f plus I from R. Keeping updates off the executor thread means an
-update burst never starves the subscription queues.
+Transitions from ``/naf/transitions`` are put back into each producer's order on the
+executor thread by a :class:`~naf_ros.ros.delivery.Sequencer` (duplicates, late copies and
+malformed messages dropped and counted; out-of-order ones held until the producer re-sends
+what is missing, for at most ``gap_timeout_s``; gaps counted and reported) and queued for a
+worker thread that owns all learning state. Per real transition it adds the sample to the
+replay R, every ``model_based.rollout_every`` transitions rolls the current mu through the
+latest model from ``/naf/dynamics_model`` into the fictional buffer R_f, and does I·l
+updates from R_f plus I from R. Keeping updates off the executor thread means an update
+burst never starves the subscription queues.
 
 ``mode=lockstep`` does exactly that, in arrival order, and publishes ``/naf/learner_progress``
 after each batch so a lockstep policy can hold the update-to-data ratio. ``mode=realtime``
 adds whatever arrived and keeps updating continuously, like learning next to a real robot.
 
+``/naf/learner_progress`` (latched, also re-published every second) tells each producer
+``last_seq`` (highest contiguous seq trained on), ``durable_seq`` (highest contained in a
+checkpoint: the producer's outbox may forget up to there), ``last_episode`` (so a restarted
+producer is told apart from a re-sent one) and this process's ``learner_id`` (a new id
+means a restarted learner: producers re-send what it lacks).
+
 Weights go out on ``/naf/weights`` at startup and every ``weights_every_updates`` updates.
-Checkpoints (agent, R, R_f, state buffers, counters, per-producer sequence state, RNGs) are
-written every ``checkpoint_every_s`` and on shutdown, and resumed on start; an unreadable
-checkpoint is renamed aside, never overwritten.
+Checkpoints (agent, R, R_f, state buffers, the fitted model, counters, per-producer sequence
+state, RNGs) are written every ``checkpoint_every_s`` and on shutdown, the previous one kept
+as ``.prev``, and resumed on start; an unusable checkpoint is renamed aside (never
+overwritten) and ``.prev`` is used instead. A failing save (read-only folder, full disk) is
+reported on ``/diagnostics`` and learning goes on. With ``bag.record`` every transition
+trained on is also recorded to rosbag2 segments ``<run_dir>/<bag.record>/transitions_NNNN``,
+one closed per checkpoint. ``bag.warm_start`` bags fill R before a fresh start.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import queue
 import sys
 import threading
@@ -36,32 +49,36 @@ from rclpy.node import Node
 from std_msgs.msg import Float32MultiArray, Float64, Float64MultiArray
 
 from naf_ros.config import Config, ConfigError
-from naf_ros.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from naf_ros.core.dynamics import LinearGaussianDynamics
-from naf_ros.core.episodes import GAP, RESTART, SequenceTracker, StateBuffer
+from naf_ros.core.episodes import GAP, RESTART, StateBuffer
 from naf_ros.core.imagination import imagine
 from naf_ros.core.naf import NAFAgent
 from naf_ros.core.replay import ReplayBuffer
 from naf_ros.ros import qos
 from naf_ros.ros.codec import CodecError, pack_arrays, unpack_arrays
-from naf_ros.ros.common import Diagnostics, declare_config
-from naf_ros.ros.dynamics_fitter import (
+from naf_ros.ros.common import (  # noqa: F401  (topic names re-exported)
     MODEL_TOPIC,
+    PROGRESS_TOPIC,
     TRANSITIONS_TOPIC,
+    WEIGHTS_TOPIC,
+    Diagnostics,
     declare,
-    env_horizon,
+    declare_config,
+    episode_steps,
     parse_transition,
     publish_scalar,
     reacher_task,
     run_node,
 )
+from naf_ros.ros.delivery import Sequencer
+from naf_ros.ros.persist import CheckpointFile
+from naf_ros.ros.recording import SegmentedBag
 
-WEIGHTS_TOPIC = "/naf/weights"
-PROGRESS_TOPIC = "/naf/learner_progress"
 MODES = ("lockstep", "realtime")
 CHECKPOINT_NAME = "learner_checkpoint.pt"
 CHECKPOINT_KIND = "naf_ros-learner"
 MAX_BATCH = 2000  # transitions drained per worker iteration (bounds progress latency)
+BAG_PREFIX = "transitions"
 
 
 # --- learning state (no ROS) ------------------------------------------------------------------
@@ -98,6 +115,8 @@ class Learner:
         self.model: LinearGaussianDynamics | None = None
         self.model_version = -1
         self.processed: dict[int, int] = {}  # producer -> last seq accounted for
+        self.last_episode: dict[int, int] = {}  # producer -> episode of that transition
+        self._account_lock = threading.Lock()  # processed is read from the executor thread
         self.counters = Counters()
         self._loss_lock = threading.Lock()
         self._loss_sum, self._loss_n = 0.0, 0
@@ -159,8 +178,15 @@ class Learner:
         return added
 
     # --- real data and updates ----------------------------------------------------------------
-    def account(self, producer: int, seq: int) -> None:
-        self.processed[producer] = seq
+    def account(self, producer: int, seq: int, episode: int) -> None:
+        with self._account_lock:
+            self.processed[producer] = seq
+            self.last_episode[producer] = episode
+
+    def accounted(self) -> tuple[dict[int, int], dict[int, int]]:
+        """Consistent copies of (processed, last_episode), from any thread."""
+        with self._account_lock:
+            return dict(self.processed), dict(self.last_episode)
 
     def observe(self, tr: dict) -> None:
         """Store one real transition in R and B_f; imagine every m transitions."""
@@ -222,6 +248,7 @@ class Learner:
             "model": None if self.model is None else self.model.to_arrays(),
             "model_version": self.model_version,
             "processed": dict(self.processed),
+            "last_episode": dict(self.last_episode),
             "counters": self.counters.__dict__.copy(),
             "rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
@@ -245,6 +272,7 @@ class Learner:
             self.model = LinearGaussianDynamics.from_arrays(payload["model"])
         self.model_version = int(payload["model_version"])
         self.processed = {int(k): int(v) for k, v in payload["processed"].items()}
+        self.last_episode = {int(k): int(v) for k, v in payload.get("last_episode", {}).items()}
         self.counters = Counters(**payload["counters"])
         self.rng.bit_generator.state = payload["rng"]
         torch.set_rng_state(payload["torch_rng"])
@@ -262,26 +290,48 @@ class LearnerNode(Node):
             raise ConfigError(f"mode: {self.mode!r} is not one of {', '.join(MODES)}")
         self.weights_every = int(declare(self, "weights_every_updates", 250))
         self.checkpoint_every_s = float(declare(self, "checkpoint_every_s", 60.0))
-        run_dir = str(declare(self, "run_dir", "")) or self.cfg.train.run_dir
+        run_dir = Path(str(declare(self, "run_dir", "")) or self.cfg.train.run_dir)
         resume = bool(declare(self, "resume", True))
+        # 0: a jump ahead is a gap at once (no producer re-sends); > 0: wait that long for
+        # the producer's outbox to fill it (the graph's YAML sets this).
+        gap_timeout = float(declare(self, "gap_timeout_s", 0.0))
+        max_held = int(declare(self, "max_held", 100_000))
         if self.weights_every < 1:
             raise ConfigError("weights_every_updates: must be an integer >= 1")
+        if gap_timeout < 0 or max_held < 1:
+            raise ConfigError("gap_timeout_s must be >= 0 and max_held >= 1")
         torch.set_num_threads(self.cfg.train.torch_threads)
         task = reacher_task(self.cfg.env)
+        self.reward = task.reward
         self.obs_dim, self.act_dim = task.obs_dim, task.act_dim
-        self.horizon = env_horizon(self.cfg.env)
-        self.checkpoint_path = Path(run_dir) / CHECKPOINT_NAME
-        self.learner = Learner(self.cfg, self.obs_dim, self.act_dim, self.horizon, task.reward)
+        self.horizon = episode_steps(self.cfg.env)
+        self.run_dir = run_dir
+        self.learner = self._new_learner()
+        self.checkpoint = CheckpointFile(run_dir / CHECKPOINT_NAME, self.get_logger().error)
         self.resumed = False
+        self.learner_id = float(int.from_bytes(os.urandom(6), "big"))  # exact as a double
+        self.diag = Diagnostics(self)
         if resume:
             self._resume()
-        self.tracker = SequenceTracker()
-        for producer, last in self.learner.processed.items():
-            self.tracker.set_next(producer, last + 1)
+        self.sequencer = Sequencer(gap_timeout, max_held)
+        processed, last_episode = self.learner.accounted()
+        for producer, last in processed.items():
+            self.sequencer.resume(producer, last, last_episode.get(producer))
         extra = self.learner.counters.extra
-        self.tracker.gaps, self.tracker.lost = extra.get("gaps", 0), extra.get("lost", 0)
+        tracker = self.sequencer.tracker
+        tracker.gaps, tracker.lost = extra.get("gaps", 0), extra.get("lost", 0)
+        tracker.restarts = extra.get("restarts", 0)
+        # A resumed checkpoint is durable by definition.
+        self._durable: dict[int, int] = dict(processed)
+        self._saved_at: tuple[int, int] = self._progress_key()
+        self.bag: SegmentedBag | None = None
+        if self.cfg.bag.record:
+            self.bag = SegmentedBag(
+                run_dir / self.cfg.bag.record, BAG_PREFIX, log=self.get_logger().warning
+            )
+        if not self.resumed and self.cfg.bag.warm_start:
+            self._warm_start()
 
-        self.diag = Diagnostics(self)
         self._weights_pub = self.create_publisher(Float32MultiArray, WEIGHTS_TOPIC, qos.LATCHED)
         # Latched: compatible with volatile and transient-local readers, and a restarted
         # policy sees where the learner is at once.
@@ -300,25 +350,31 @@ class LearnerNode(Node):
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self.worker_error: str | None = None
-        self.checkpoints_saved = 0
         self.weights_published = 0
         self._last_weights_updates = -1
         self._metrics_last = (time.monotonic(), self.learner.agent.updates)
         self.publish_weights()
-        if self.learner.processed:
-            self.publish_progress()  # a waiting lockstep policy learns where we resumed
+        # Subscribe before announcing ourselves, so producers that re-send on seeing a new
+        # learner_id find the subscription.
         self.create_subscription(
             Float64MultiArray, TRANSITIONS_TOPIC, self._on_transition, qos.TRANSITIONS
         )
         self.create_subscription(Float64MultiArray, MODEL_TOPIC, self._on_model, qos.LATCHED)
+        self.publish_progress()
         self.create_timer(1.0, self._on_metrics_timer)
+        if gap_timeout > 0:
+            self.create_timer(min(0.5, gap_timeout / 4), self._on_expire_timer)
         self._refresh_diagnostics()
         a = self.cfg.agent
         self.get_logger().info(
             f"learner ({self.mode}): hidden {a.hidden}, I={a.updates_per_step}, "
             f"warmup {a.warmup_steps}, model-based {self.cfg.model_based.enabled}, "
-            f"checkpoint {self.checkpoint_path}"
+            f"checkpoint {self.checkpoint.path}"
+            + (f", recording to {self.bag.folder}" if self.bag is not None else "")
         )
+
+    def _new_learner(self) -> Learner:
+        return Learner(self.cfg, self.obs_dim, self.act_dim, self.horizon, self.reward)
 
     # --- lifecycle of the worker --------------------------------------------------------------
     def start(self) -> None:
@@ -328,54 +384,78 @@ class LearnerNode(Node):
     def healthy(self) -> bool:
         return self.worker_error is None
 
-    def on_shutdown(self) -> None:
+    def safe_stop(self) -> None:
         """Stop learning, then write the final checkpoint (called while ROS is still up)."""
         self._stop.set()
         if self._worker is not None:
             self._worker.join(timeout=60.0)
         self.save_checkpoint()
+        if self.bag is not None:
+            self.bag.close()
+        self.publish_progress()
 
     # --- checkpoints --------------------------------------------------------------------------
     def _resume(self) -> None:
-        path = self.checkpoint_path
-        if not path.exists():
-            return
-        try:
-            self.learner.restore(load_checkpoint(path))
-        except (CheckpointError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-            bad = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%dT%H%M%S')}")
-            try:
-                path.rename(bad)
-            except OSError as err:  # never overwrite what we could not move aside
-                raise ConfigError(
-                    f"checkpoint {path} unusable ({exc}) and cannot be moved aside "
-                    f"({err.strerror}); fix or remove it"
-                ) from None
-            self.learner = Learner(
-                self.cfg, self.obs_dim, self.act_dim, self.horizon, self.learner.reward
-            )
-            self.get_logger().error(
-                f"checkpoint unusable ({type(exc).__name__}: {exc}); kept as {bad.name}; "
-                "starting fresh"
-            )
+        def apply(payload: dict) -> None:
+            fresh = self._new_learner()
+            fresh.restore(payload)
+            self.learner = fresh
+
+        if self.checkpoint.load(apply) is None:
             return
         self.resumed = True
         c = self.learner.counters
         self.get_logger().info(
-            f"resumed from {path}: {self.learner.agent.updates} updates, {c.transitions} "
-            f"transitions, replay {len(self.learner.replay)}, R_f {len(self.learner.fictional)}"
+            f"resumed from {self.checkpoint.loaded_from}: {self.learner.agent.updates} updates, "
+            f"{c.transitions} transitions, replay {len(self.learner.replay)}, "
+            f"R_f {len(self.learner.fictional)}"
         )
 
-    def save_checkpoint(self) -> None:
+    def _warm_start(self) -> None:
+        from naf_ros.bag import BagError, warm_start_replay
+
+        paths = self.cfg.bag.warm_start
+        try:
+            n = warm_start_replay(self.learner.replay, paths)
+        except BagError as exc:
+            self.get_logger().error(f"warm start skipped: {exc}")
+            self.diag.problem("warm_start", DiagnosticStatus.WARN, f"warm start skipped: {exc}")
+            return
+        self.diag.values["warm_start_transitions"] = n
+        self.get_logger().info(f"warm start: {n} transitions from {len(paths)} bag(s)")
+
+    def _progress_key(self) -> tuple[int, int]:
+        return self.learner.agent.updates, self.learner.counters.transitions
+
+    def save_checkpoint(self) -> bool:
         """Only from the worker thread or after it stopped: the payload must be consistent."""
-        self.learner.counters.extra.update(gaps=self.tracker.gaps, lost=self.tracker.lost)
-        t0 = time.perf_counter()
-        size = save_checkpoint(self.checkpoint_path, self.learner.payload())
-        self.checkpoints_saved += 1
-        self.get_logger().info(
-            f"checkpoint {self.checkpoint_path} ({size / 1e6:.1f} MB, "
-            f"{self.learner.agent.updates} updates) in {time.perf_counter() - t0:.2f} s"
+        tracker = self.sequencer.tracker
+        self.learner.counters.extra.update(
+            gaps=tracker.gaps, lost=tracker.lost, restarts=tracker.restarts
         )
+        payload = self.learner.payload()
+        ok = self.checkpoint.save(payload)
+        if not ok:
+            self.get_logger().error(
+                f"checkpoint failed: {self.checkpoint.last_error}; learning goes on",
+                throttle_duration_sec=30.0,
+            )
+            self.diag.problem(
+                "checkpoint",
+                DiagnosticStatus.ERROR,
+                f"checkpoint failed: {self.checkpoint.last_error}",
+            )
+            return False
+        self.diag.clear("checkpoint")
+        self._durable = {int(k): int(v) for k, v in payload["processed"].items()}
+        self._saved_at = self._progress_key()
+        if self.bag is not None:
+            self.bag.rotate()  # the closed segments now hold exactly what checkpoints hold
+        self.get_logger().info(
+            f"checkpoint {self.checkpoint.path} ({self.checkpoint.last_bytes / 1e6:.1f} MB, "
+            f"{self.learner.agent.updates} updates) in {self.checkpoint.last_seconds:.2f} s"
+        )
+        return True
 
     # --- executor-thread callbacks ------------------------------------------------------------
     def _on_transition(self, msg: Float64MultiArray) -> None:
@@ -385,23 +465,35 @@ class LearnerNode(Node):
                 self.diag.reject(reason)
                 return
             producer, seq, episode, t = header
-            verdict = self.tracker.check(producer, seq, restart_hint=(t == 0 and episode == 0))
-            if not verdict.accepted:
-                self.diag.reject(verdict.status, f"producer {producer} seq {seq}")
-                return
-            if verdict.status == GAP:
-                self.get_logger().warning(
-                    f"gap: producer {producer} lost {verdict.missing} transitions before seq "
-                    f"{seq} ({self.tracker.gaps} gaps, {self.tracker.lost} lost so far)",
-                    throttle_duration_sec=2.0,
-                )
-            elif verdict.status == RESTART:
-                self.get_logger().warning(f"producer {producer} restarted (seq 0)")
-            if tr is None:
-                self.diag.reject(reason, f"producer {producer} seq {seq}")
-            self._queue.put((producer, seq, tr))
+            deliveries, rejected = self.sequencer.offer(
+                producer, seq, episode, t, (tr, reason, msg)
+            )
+            if rejected:
+                self.diag.reject(rejected, f"producer {producer} seq {seq}")
+            self._enqueue(deliveries)
         except Exception as exc:  # noqa: BLE001 - no input may kill the node
             self.diag.reject("internal_error", f"{type(exc).__name__}: {exc}")
+
+    def _enqueue(self, deliveries) -> None:
+        tracker = self.sequencer.tracker
+        for d in deliveries:
+            if d.status == GAP:
+                self.get_logger().warning(
+                    f"gap: producer {d.producer} lost {d.missing} transitions before seq "
+                    f"{d.seq} ({tracker.gaps} gaps, {tracker.lost} lost so far)",
+                    throttle_duration_sec=2.0,
+                )
+            elif d.status == RESTART:
+                self.get_logger().warning(
+                    f"producer {d.producer} restarted (seq 0, episode {d.episode})"
+                )
+            tr, reason, msg = d.payload
+            if tr is None:
+                self.diag.reject(reason, f"producer {d.producer} seq {d.seq}")
+            self._queue.put(("tr", d.producer, d.seq, d.episode, tr, msg, d.status))
+
+    def _on_expire_timer(self) -> None:
+        self._enqueue(self.sequencer.expire())
 
     def _on_model(self, msg: Float64MultiArray) -> None:
         try:
@@ -427,11 +519,13 @@ class LearnerNode(Node):
         publish_scalar(p["updates_per_s"], (updates - u_last) / max(now - t_last, 1e-9))
         publish_scalar(p["replay_size"], len(self.learner.replay))
         publish_scalar(p["imagination_transitions"], self.learner.counters.imagined)
-        publish_scalar(p["transitions_lost"], self.tracker.lost)
+        publish_scalar(p["transitions_lost"], self.sequencer.tracker.lost)
+        self.publish_progress()  # heartbeat: producers can tell a silent learner from a slow one
         self._refresh_diagnostics()
 
     def _refresh_diagnostics(self) -> None:
         L, c = self.learner, self.learner.counters
+        tracker = self.sequencer.tracker
         v = self.diag.values
         v.update(
             mode=self.mode,
@@ -440,27 +534,36 @@ class LearnerNode(Node):
             replay_size=len(L.replay),
             updates=L.agent.updates,
             skipped_updates=L.agent.skipped_updates,
-            gaps=self.tracker.gaps,
-            lost_transitions=self.tracker.lost,
-            producer_restarts=self.tracker.restarts,
+            gaps=tracker.gaps,
+            lost_transitions=tracker.lost,
+            producer_restarts=tracker.restarts,
+            held_transitions=self.sequencer.held,
             fictional_size=len(L.fictional),
             imagination_transitions=c.imagined,
             imagination_rollouts=c.rollouts,
             imagination_active=L.imagination_active,
             model_version=L.model_version,
             weights_published=self.weights_published,
-            checkpoints_saved=self.checkpoints_saved,
+            checkpoints_saved=self.checkpoint.saves,
             resumed=self.resumed,
             queue=self._queue.qsize(),
+            learner_id=int(self.learner_id),
         )
+        v.update(self.checkpoint.diagnostics())
+        if self.bag is not None:
+            v.update(self.bag.diagnostics())
+            if self.bag.last_error:
+                self.diag.problem("bag", DiagnosticStatus.WARN, f"recording: {self.bag.last_error}")
+            else:
+                self.diag.clear("bag")
+        if self.checkpoint.blocked:
+            self.diag.problem("checkpoint", DiagnosticStatus.ERROR, self.checkpoint.blocked)
         if self.worker_error:
             self.diag.level = DiagnosticStatus.ERROR
             self.diag.message = f"learning stopped: {self.worker_error}"
-        elif self.tracker.gaps:
+        elif tracker.gaps:
             self.diag.level = DiagnosticStatus.WARN
-            self.diag.message = (
-                f"{self.tracker.gaps} sequence gaps, {self.tracker.lost} transitions lost"
-            )
+            self.diag.message = f"{tracker.gaps} sequence gaps, {tracker.lost} transitions lost"
 
     # --- worker thread ------------------------------------------------------------------------
     def _drain(self, block: bool) -> list:
@@ -492,7 +595,8 @@ class LearnerNode(Node):
                     self.publish_weights()
                 every = self.checkpoint_every_s
                 if every > 0 and time.monotonic() - last_ckpt >= every:
-                    self.save_checkpoint()
+                    if self._progress_key() != self._saved_at and self.save_checkpoint():
+                        self.publish_progress()  # producers may forget what is now durable
                     last_ckpt = time.monotonic()
         except Exception as exc:  # noqa: BLE001 - reported, then the node exits non-zero
             self.worker_error = f"{type(exc).__name__}: {exc}"
@@ -510,24 +614,33 @@ class LearnerNode(Node):
                 f"{'on' if self.learner.imagination_active else 'off'}"
             )
             return False
-        producer, seq, tr = item
+        _, producer, seq, episode, tr, msg, status = item
+        if status == RESTART:
+            self._durable[producer] = -1  # a new sequence: none of it is in a checkpoint yet
         if tr is not None:
             self.learner.observe(tr)
             if learn:
                 self.learner.learn()
-        self.learner.account(producer, seq)
+            if self.bag is not None:
+                self.bag.write("transition", msg, self.bag.stamp())
+        self.learner.account(producer, seq, episode)
         return True
 
     def publish_progress(self) -> None:
-        processed = dict(self.learner.processed)
-        producers = np.array(sorted(processed), dtype=float)
-        last = np.array([processed[int(p)] for p in producers], dtype=float)
+        processed, last_episode = self.learner.accounted()
+        producers = sorted(processed)
+        periodic = self.checkpoint_every_s > 0
+        # Without periodic checkpoints nothing becomes more durable than trained on.
+        durable = [self._durable.get(p, -1) if periodic else processed[p] for p in producers]
         msg = pack_arrays(
             {
-                "producers": producers,
-                "last_seq": last,
+                "producers": np.array(producers, dtype=float),
+                "last_seq": np.array([processed[p] for p in producers], dtype=float),
+                "durable_seq": np.array(durable, dtype=float),
+                "last_episode": np.array([last_episode.get(p, -1) for p in producers], float),
                 "updates": float(self.learner.agent.updates),
                 "transitions": float(self.learner.counters.transitions),
+                "learner_id": self.learner_id,
             }
         )
         self._progress_pub.publish(msg)

@@ -9,9 +9,28 @@ Episodes run in a worker thread as plain sequential code (reset, then T steps of
 state -> action -> command -> next state -> transition) while the executor thread only
 fills in the latest inputs; that keeps the episode logic readable and the callbacks short.
 
-Safety: nothing is commanded before activation, every command is clipped to the arm's
-effort limits, and zero effort is sent on deactivation, at the end of the run and on
-SIGINT/SIGTERM (a ForwardCommandController holds the last command forever).
+Safety: nothing is commanded before activation; every command passes a
+:class:`~naf_ros.core.safety.SafetyEnvelope` configured from the ``safety`` section and the
+arm model (per-joint effort limits, soft joint-position limits, velocity limit, and in
+realtime mode a watchdog on the joint state the command was computed from); zero effort is
+sent on deactivation, at the end of the run and on SIGINT/SIGTERM (a ForwardCommandController
+holds the last command forever). Transitions record the action the arm actually got.
+E-stop: ``estop`` (``std_msgs/Bool``, in the arm's namespace); ``true`` sends zero effort at
+once and latches it: the episode is aborted and no episode starts until ``false`` is
+published on the same topic (the release; the bridge has its own latch and needs it too).
+``safety.safe_exploration`` runs training episodes only with the iLQG controller (a zero-mean
+Gaussian one before the first arrives) until an evaluation of the policy reaches
+``safety.safe_exploration_return``.
+
+No transition lost: every published transition stays in an
+:class:`~naf_ros.ros.delivery.Outbox` until the learner reports it durable
+(``durable_seq`` on ``/naf/learner_progress``); a learner with a new ``learner_id`` (a
+restart) gets what it lacks re-sent, as does one that has acknowledged nothing for
+``resend_timeout`` s; on shutdown the node waits up to ``drain_timeout`` s for the learner to
+have trained on everything sent. With ``persist`` the episode count (and safe-exploration
+status) survive restarts in ``<train.run_dir>/naf_policy_<arm_index>_state.pt``; transition
+episode numbers always increase across restarts, which is how the learner tells a restarted
+producer (new sequence from 0) from a re-sent one.
 """
 
 from __future__ import annotations
@@ -20,16 +39,19 @@ import sys
 import threading
 import time
 from collections import deque
+from pathlib import Path
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PointStamped
 from rclpy.duration import Duration
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float32MultiArray, Float64, Float64MultiArray
+from std_msgs.msg import Bool, Float32MultiArray, Float64, Float64MultiArray
 from std_srvs.srv import Trigger
 
 from naf_ros.config import ConfigError
+from naf_ros.core.safety import ESTOP, WATCHDOG, SafetyEnvelope, SafetyLimits
 from naf_ros.ros import qos
 from naf_ros.ros.codec import (
     CONTROLLER_ILQG,
@@ -38,24 +60,29 @@ from naf_ros.ros.codec import (
     encode_transition,
     unpack_arrays,
 )
-from naf_ros.ros.common import Diagnostics, declare_config
-from naf_ros.ros.sim_bridge import (
-    MODES,
+from naf_ros.ros.common import (  # noqa: F401  (topic names re-exported)
+    CONTROLLER_TOPIC,
+    PROGRESS_TOPIC,
+    TRANSITIONS_TOPIC,
+    WEIGHTS_TOPIC,
+    Diagnostics,
     autostart,
     declare,
+    declare_config,
     episode_steps,
     guarded,
     reacher_env_kwargs,
     run_node,
     stamp_to_ns,
 )
+from naf_ros.ros.delivery import Outbox
+from naf_ros.ros.persist import CheckpointFile
 
-TRANSITIONS_TOPIC = "/naf/transitions"
-WEIGHTS_TOPIC = "/naf/weights"
-CONTROLLER_TOPIC = "/naf/ilqg_controller"
-PROGRESS_TOPIC = "/naf/learner_progress"
+MODES = ("lockstep", "realtime")
 METRICS = ("episode_return", "tip_distance", "eval_return", "eval_tip_distance")
 RESET_MODES = ("service", "homing")
+STATE_KIND = "naf_ros-policy-state"
+RESEND_PERIOD_S = 0.2
 
 
 class Stopped(Exception):
@@ -65,10 +92,13 @@ class Stopped(Exception):
 class JointSample:
     """One validated joint state for the configured joints, in configured order."""
 
-    __slots__ = ("q", "qd", "time_ns", "index")
+    __slots__ = ("q", "qd", "time_ns", "index", "recv")
 
-    def __init__(self, q: np.ndarray, qd: np.ndarray, time_ns: int, index: int) -> None:
+    def __init__(
+        self, q: np.ndarray, qd: np.ndarray, time_ns: int, index: int, recv: float = 0.0
+    ) -> None:
         self.q, self.qd, self.time_ns, self.index = q, qd, time_ns, index
+        self.recv = recv  # monotonic arrival time (the realtime watchdog's input)
 
 
 class NafPolicy(LifecycleNode):
@@ -102,6 +132,16 @@ class NafPolicy(LifecycleNode):
         self.homing_duration = float(declare(self, "homing_duration", 2.0))
         # Target when no bridge publishes one (homing / real arm); empty = the env's target.
         self.config_target = list(declare(self, "target", [0.0]))
+        self.persist = bool(declare(self, "persist", False))
+        self.outbox_capacity = int(declare(self, "outbox_capacity", 100_000))
+        self.resend_timeout = float(declare(self, "resend_timeout", 5.0))
+        self.resend_batch = int(declare(self, "resend_batch", 500))
+        self.drain_timeout = float(declare(self, "drain_timeout", 5.0))
+        self.safe_initial_action_var = float(declare(self, "safe_initial_action_var", 0.01))
+        if self.outbox_capacity < 1 or self.resend_batch < 1:
+            raise ConfigError("outbox_capacity and resend_batch must be integers >= 1")
+        if self.safe_initial_action_var <= 0:
+            raise ConfigError("safe_initial_action_var: must be > 0")
         start = bool(declare(self, "autostart", True))
         self.diag = Diagnostics(self, float(declare(self, "diagnostics_period", 1.0)))
         self.exit_code = 0
@@ -124,6 +164,22 @@ class NafPolicy(LifecycleNode):
         self._ilqg_version = None
         self._weights_version = None
         self._latency_s: deque[float] = deque(maxlen=2000)
+        self._cmd_lock = threading.Lock()  # a command and the e-stop's zero never interleave
+        self._out_lock = threading.Lock()  # outbox + transition publisher
+        self.outbox = Outbox(self.outbox_capacity)
+        self._layout = None  # every transition message shares one layout
+        self._learner_id: float | None = None
+        self._learner_durable = -1
+        self._resend_from: int | None = None
+        self._last_ack_change = time.monotonic()
+        self._last_resend = 0.0
+        self._first_episode: int | None = None  # episode field of our first transition
+        self._episode_offset = 0
+        self._progress_episode_hint: int | None = None
+        self._safe_passed = False
+        self._safe_controller = None
+        self.envelope: SafetyEnvelope | None = None
+        self.state_file: CheckpointFile | None = None
         self.seq = 0
         self.episode = 0
         self.env_steps = 0
@@ -160,6 +216,7 @@ class NafPolicy(LifecycleNode):
             from naf_ros.envs.reacher_env import FIXED_TARGET
 
             self.default_target = np.asarray(FIXED_TARGET, dtype=float)
+        self.envelope = SafetyEnvelope(self._safety_limits())
         torch.set_num_threads(cfg.train.torch_threads)
         seed = cfg.train.seed + self.arm_index
         self.rng = np.random.default_rng(seed)
@@ -185,8 +242,23 @@ class NafPolicy(LifecycleNode):
         self.create_subscription(
             Float64MultiArray, CONTROLLER_TOPIC, self._on_controller, qos.LATCHED
         )
-        self.create_subscription(Float64MultiArray, PROGRESS_TOPIC, self._on_progress, qos.METRICS)
+        # Latched, so a (re)started policy hears where the learner is at once.
+        self.create_subscription(Float64MultiArray, PROGRESS_TOPIC, self._on_progress, qos.LATCHED)
+        self.create_subscription(Bool, "estop", self._on_estop, qos.ESTOP)
         self.reset_client = self.create_client(Trigger, "sim/reset")
+        self.create_timer(RESEND_PERIOD_S, self._on_resend_timer)
+        if self.persist:
+            self.state_file = CheckpointFile(
+                Path(cfg.train.run_dir) / f"naf_policy_{self.arm_index}_state.pt",
+                self.get_logger().error,
+            )
+            self.state_file.load(self._apply_state)
+            if self.state_file.loaded_from is not None:
+                self.get_logger().info(
+                    f"resumed at episode {self.episode} ({self.env_steps} steps) from "
+                    f"{self.state_file.loaded_from}"
+                )
+        self.diag.values.update(self.envelope.diagnostics())
         self.configured = True
         self.get_logger().info(
             f"configured: arm {self.arm_index}, joints {self.joint_names}, mode {self.mode}, "
@@ -229,7 +301,154 @@ class NafPolicy(LifecycleNode):
 
     def _send_zero(self) -> None:
         if self.configured:
-            self.cmd_pub.publish(Float64MultiArray(data=[0.0] * self.n))
+            with self._cmd_lock:
+                self.cmd_pub.publish(Float64MultiArray(data=[0.0] * self.n))
+
+    # --- safety -------------------------------------------------------------------------------
+    def _safety_limits(self) -> SafetyLimits:
+        """The ``safety`` section on top of the arm model; one-line ConfigError if invalid."""
+        s = self.cfg.safety
+        overrides = {
+            key: getattr(s, key)
+            for key in ("effort", "soft_lower", "soft_upper")
+            if getattr(s, key) is not None
+        }
+        try:
+            return SafetyLimits.from_arm(
+                self.arm,
+                position_margin=s.position_margin,
+                velocity=float("inf") if s.velocity is None else s.velocity,
+                restoring_gain=s.restoring_gain,
+                # Lockstep: the sim waits for us, a state is never stale; realtime: it is.
+                command_timeout=s.command_timeout if self.mode == "realtime" else None,
+                **overrides,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def _on_estop(self, msg: Bool) -> None:
+        """``true``: zero effort now and latch it; ``false``: release (see module docstring)."""
+        if not self.configured:
+            return
+        if msg.data:
+            with self._cmd_lock:
+                engaged = not self.envelope.estopped
+                self.envelope.engage_estop("estop topic")
+                self.cmd_pub.publish(Float64MultiArray(data=[0.0] * self.n))
+            if engaged:
+                self.get_logger().warning("e-stop: zero effort; waiting for estop=false")
+            self.diag.problem("estop", DiagnosticStatus.WARN, "e-stop engaged")
+        elif self.envelope.estopped:
+            with self._cmd_lock:
+                self.envelope.release_estop()
+            self.diag.clear("estop")
+            self.get_logger().info("e-stop released")
+        self.diag.values.update(self.envelope.diagnostics())
+        self._notify()
+
+    def _wait_while_estopped(self) -> None:
+        """Start nothing while the e-stop is latched (raises Stopped on shutdown)."""
+        while self.envelope.estopped:
+            self._wait(lambda: not self.envelope.estopped, 1.0)
+
+    # --- persistence --------------------------------------------------------------------------
+    def _apply_state(self, p: dict) -> None:
+        if p.get("kind") != STATE_KIND or int(p["arm_index"]) != self.arm_index:
+            raise ValueError(f"not this arm's policy state ({p.get('kind')!r})")
+        episode, steps, passed = int(p["episode"]), int(p["env_steps"]), bool(p["safe_passed"])
+        self.episode, self.env_steps, self._safe_passed = episode, steps, passed
+
+    def _save_state(self) -> None:
+        if self.state_file is None:
+            return
+        ok = self.state_file.save(
+            {
+                "kind": STATE_KIND,
+                "arm_index": self.arm_index,
+                "episode": self.episode,
+                "env_steps": self.env_steps,
+                "safe_passed": self._safe_passed,
+            }
+        )
+        if ok:
+            self.diag.clear("state")
+        else:
+            self.diag.problem(
+                "state", DiagnosticStatus.WARN, f"state not saved: {self.state_file.last_error}"
+            )
+            self.get_logger().warning(
+                f"state not saved: {self.state_file.last_error}", throttle_duration_sec=30.0
+            )
+        self.diag.values.update(self.state_file.diagnostics("state"))
+
+    # --- outbox -------------------------------------------------------------------------------
+    def _publish_transition(self, msg: Float64MultiArray, seq: int) -> None:
+        with self._out_lock:
+            if self._layout is None:
+                self._layout = msg.layout
+            if not self.outbox.add(seq, np.asarray(msg.data, dtype=np.float64)):
+                self.diag.problem(
+                    "outbox",
+                    DiagnosticStatus.WARN,
+                    f"outbox full: {self.outbox.overflow} unacknowledged transitions dropped",
+                )
+                self.get_logger().warning(
+                    f"outbox full ({self.outbox.capacity}): dropped the oldest unacknowledged "
+                    f"transition [{self.outbox.overflow} so far]; is the learner checkpointing?",
+                    throttle_duration_sec=10.0,
+                )
+            self.trans_pub.publish(msg)
+
+    def _learner_subscribed(self) -> bool:
+        """A learner subscribes to /naf/transitions and our publisher has matched it."""
+        infos = self.get_subscriptions_info_by_topic(TRANSITIONS_TOPIC)
+        wanted = set(self.startup_subscribers) or {i.node_name for i in infos}
+        present = {i.node_name for i in infos}
+        return bool(wanted & present) and self.trans_pub.get_subscription_count() >= len(infos)
+
+    def _on_resend_timer(self) -> None:
+        """Re-send what a (re)started or silent learner lacks, in bounded batches."""
+        if not self.configured:
+            return
+        now = time.monotonic()
+        with self._cond:
+            ack, lid, start = self._learner_seq, self._learner_id, self._resend_from
+        with self._out_lock:
+            if start is None and lid is not None:
+                oldest = self.outbox.oldest_after(ack)
+                quiet = now - max(self._last_ack_change, self._last_resend)
+                if oldest is not None and now - oldest.sent > self.resend_timeout:
+                    if quiet > self.resend_timeout:
+                        start = ack + 1
+                        self.get_logger().warning(
+                            f"learner acknowledged nothing after seq {ack} for "
+                            f"{quiet:.1f} s; re-sending"
+                        )
+            if start is None or self._layout is None or not self._learner_subscribed():
+                return
+            batch = self.outbox.after(start - 1, self.resend_batch)
+            for entry in batch:
+                msg = Float64MultiArray(layout=self._layout, data=entry.data)
+                self.trans_pub.publish(msg)
+                entry.sent = now
+            self.outbox.resent += len(batch)
+            self._last_resend = now
+            more = batch[-1].seq + 1 if len(batch) == self.resend_batch else None
+        with self._cond:
+            if self._resend_from == start or self._resend_from is None:
+                self._resend_from = more
+        self.diag.values["outbox_resent"] = self.outbox.resent
+
+    def drained(self) -> bool:
+        """True once the learner has trained on everything sent (or there is no learner)."""
+        if not self.configured or self.seq == 0:
+            return True
+        with self._out_lock:
+            unacked = self.outbox.oldest_after(self._learner_seq) is not None
+        if not unacked:
+            return True
+        infos = self.get_subscriptions_info_by_topic(TRANSITIONS_TOPIC)
+        return not (set(self.startup_subscribers) & {i.node_name for i in infos})
 
     # --- inputs (executor thread) -------------------------------------------------------------
     def _on_joint_state(self, msg: JointState) -> None:
@@ -265,7 +484,7 @@ class NafPolicy(LifecycleNode):
         with self._cond:
             self._js_count += 1
             self._latest = JointSample(
-                q, qd, stamp if stamp > 0 else time.monotonic_ns(), self._js_count
+                q, qd, stamp if stamp > 0 else time.monotonic_ns(), self._js_count, time.monotonic()
             )
             self._latest_recv = time.perf_counter()
             self._cond.notify_all()
@@ -320,23 +539,63 @@ class NafPolicy(LifecycleNode):
         self.diag.values["ilqg_version"] = self._ilqg_version
 
     def _on_progress(self, msg: Float64MultiArray) -> None:
+        """Acknowledgements: trained-on (lockstep pacing) and durable (outbox) per producer.
+
+        An entry for our producer from before this process started (its ``last_episode``
+        is older than our first transition's) acknowledges nothing of ours. A new
+        ``learner_id`` is a restarted learner: it may be behind, and gets re-sent what it
+        lacks.
+        """
         try:
             f = unpack_arrays(msg, {"producers": None, "last_seq": None})
             producers = np.atleast_1d(f["producers"])
-            last = np.atleast_1d(f["last_seq"])
-            if producers.shape != last.shape or producers.ndim != 1:
-                raise CodecError("producers and last_seq differ in shape")
+            columns = {"last_seq": np.atleast_1d(f["last_seq"])}
+            for key in ("durable_seq", "last_episode"):
+                if key in f:
+                    columns[key] = np.atleast_1d(f[key])
+            if producers.ndim != 1 or any(c.shape != producers.shape for c in columns.values()):
+                raise CodecError("producers and per-producer columns differ in shape")
+            lid = f.get("learner_id")
+            lid = None if lid is None or lid.shape != () else float(lid)
         except CodecError as exc:
             self.diag.reject("learner_progress", str(exc)[:200])
             return
         hits = np.nonzero(producers == self.arm_index)[0]
-        seq = int(last[hits[0]]) if hits.size else -1
+        ack = durable = -1
+        if hits.size:
+            i = hits[0]
+            stale = False
+            if "last_episode" in columns:
+                episode = int(columns["last_episode"][i])
+                self._progress_episode_hint = max(self._progress_episode_hint or -1, episode)
+                stale = self._first_episode is None or episode < self._first_episode
+            if not stale:
+                ack = int(columns["last_seq"][i])
+                durable = int(columns.get("durable_seq", columns["last_seq"])[i])
+        now = time.monotonic()
         with self._cond:
-            self._learner_seq = max(self._learner_seq, seq)
+            if lid is not None and lid != self._learner_id:
+                restarted = self._learner_id is not None
+                self._learner_id = lid
+                self._learner_seq = ack  # a restarted learner may be behind the old one
+                self._last_ack_change = now
+                if self.seq and self.seq - 1 > ack:
+                    self._resend_from = ack + 1
+                    self.get_logger().warning(
+                        f"learner {'restarted' if restarted else 'appeared'} at seq {ack}: "
+                        f"re-sending {self.seq - 1 - ack} transitions"
+                    )
+            elif ack > self._learner_seq:
+                self._learner_seq = ack
+                self._last_ack_change = now
             self._learner_stale = False
             if "updates" in f:
                 self._learner_updates = float(f["updates"])
             self._cond.notify_all()
+        if durable >= 0:
+            with self._out_lock:
+                self.outbox.ack(durable)
+                self._learner_durable = durable
 
     # --- waiting (worker thread) --------------------------------------------------------------
     def _wait(self, pred, timeout: float) -> bool:
@@ -354,8 +613,14 @@ class NafPolicy(LifecycleNode):
             raise Stopped
         return True
 
-    def _next_state(self, prev: JointSample | None, min_ns: int = 0) -> JointSample | None:
-        """The state after ``prev``: the next one in lockstep, one control period on in realtime."""
+    def _next_state(
+        self, prev: JointSample | None, min_ns: int = 0, after_index: int = -1
+    ) -> JointSample | None:
+        """The state after ``prev``: the next one in lockstep, one control period on in realtime.
+
+        Without ``prev``: the first state received after ``after_index`` stamped at or after
+        ``min_ns`` (a restarted arm's clock starts again from zero).
+        """
         if prev is None:
             gap = min_ns
         elif self.mode == "lockstep":
@@ -366,7 +631,7 @@ class NafPolicy(LifecycleNode):
             lambda: (
                 self._latest is not None
                 and self._latest.time_ns >= gap
-                and (prev is None or self._latest.index > prev.index)
+                and self._latest.index > (after_index if prev is None else prev.index)
             ),
             self.state_timeout,
         )
@@ -424,11 +689,29 @@ class NafPolicy(LifecycleNode):
             time.sleep(0.05)
         self.get_logger().info(f"transition consumers ready after {time.monotonic() - t0:.1f} s")
 
+    def _start_numbering(self) -> None:
+        """Our transitions' episode numbers must be newer than any the learner has from us.
+
+        With ``persist`` the saved count already is; otherwise (or if the run folder is
+        unwritable) the learner's latched progress says where a previous run of this arm
+        got to, and episode numbers on the wire continue after it.
+        """
+        if self.persist:  # give the latched progress a moment to arrive
+            self._wait(lambda: self._progress_episode_hint is not None, 2.0)
+        hint = self._progress_episode_hint
+        if hint is not None and hint >= self.episode:
+            self._episode_offset = hint + 1 - self.episode
+            self.get_logger().info(
+                f"learner has episodes up to {hint} from arm {self.arm_index}; numbering "
+                f"transitions from episode {hint + 1}"
+            )
+
     def _run(self) -> None:
         cfg = self.cfg.train
         self._learner_wait_s = 0.0
         try:
             self._wait_for_consumers()
+            self._start_numbering()
             while self.episode < cfg.episodes:
                 if cfg.max_steps and self.env_steps >= cfg.max_steps:
                     break
@@ -453,6 +736,7 @@ class NafPolicy(LifecycleNode):
                             f"eval after episode {ep}: return {ret:.2f}, tip {tip:.3f} m "
                             f"({len(evals)} episodes)"
                         )
+                        self._check_safe_exploration(float(ret))
             self.done = True
             self._send_zero()
             self.get_logger().info(
@@ -469,6 +753,47 @@ class NafPolicy(LifecycleNode):
             if self.stop_event is not None:
                 self.stop_event.set()
 
+    # --- safe exploration ---------------------------------------------------------------------
+    @property
+    def safe_exploration_active(self) -> bool:
+        return self.cfg.safety.safe_exploration and not self._safe_passed
+
+    def _check_safe_exploration(self, eval_return: float) -> None:
+        if not self.safe_exploration_active:
+            return
+        target = self.cfg.safety.safe_exploration_return
+        if eval_return >= target:
+            self._safe_passed = True
+            self.get_logger().info(
+                f"safe exploration done: evaluation return {eval_return:.2f} >= {target}; "
+                "the policy explores from now on"
+            )
+            self._save_state()
+        self.diag.values["safe_exploration"] = (
+            "active" if self.safe_exploration_active else "passed"
+        )
+
+    def _choose_controller(self, train: bool):
+        """The iLQG controller for this episode, or None for the NAF policy."""
+        if not train:
+            return None
+        with self._cond:
+            ilqg = self._ilqg
+        if self.safe_exploration_active:
+            if ilqg is not None:
+                return ilqg
+            if self._safe_controller is None:  # before the first iLQG step: N(0, var I)
+                from naf_ros.core.ilqg import LinearGaussianController
+
+                self._safe_controller = LinearGaussianController.initial(
+                    self.T, self.task.obs_dim, self.task.act_dim, self.safe_initial_action_var
+                )
+            return self._safe_controller
+        p = self.cfg.model_based.ilqg_probability
+        if ilqg is not None and p > 0 and self.rng.random() < p:
+            return ilqg
+        return None
+
     def _publish_metric(self, name: str, value: float) -> None:
         self.metric_pubs[name].publish(Float64(data=float(value)))
 
@@ -480,6 +805,8 @@ class NafPolicy(LifecycleNode):
             if not self._wait(lambda: self.reset_client.service_is_ready(), self.reset_timeout):
                 self.get_logger().warning("sim/reset is not available", throttle_duration_sec=5.0)
                 return None
+        with self._cond:
+            before = self._js_count  # the reset's state is one received after this
         future = self.reset_client.call_async(Trigger.Request())
         done = threading.Event()
         future.add_done_callback(lambda _f: (done.set(), self._notify()))
@@ -500,7 +827,7 @@ class NafPolicy(LifecycleNode):
                 stamp = int(resp.message.split("=", 1)[1])
             except ValueError:
                 stamp = 0
-        state = self._next_state(None, min_ns=stamp)
+        state = self._next_state(None, min_ns=stamp, after_index=before)
         if state is None:
             return None
         # The bridge stamps the target of a reset with the reset's time: wait for that one.
@@ -521,7 +848,7 @@ class NafPolicy(LifecycleNode):
         while state is not None and time.monotonic() < t_end:
             err = np.arctan2(np.sin(home - state.q), np.cos(home - state.q))
             effort = self.homing_kp * err - self.homing_kd * state.qd
-            self._publish_effort(effort)
+            self._publish_effort(effort, state)
             state = self._next_state(state)
         self._send_zero()
         if state is None:
@@ -529,29 +856,42 @@ class NafPolicy(LifecycleNode):
         state = self._next_state(state)
         return None if state is None else (state, self.default_target)
 
-    def _publish_effort(self, effort: np.ndarray) -> np.ndarray:
-        effort = np.clip(np.nan_to_num(effort, nan=0.0), -self.limits, self.limits)
-        self.cmd_pub.publish(Float64MultiArray(data=effort.tolist()))
-        return effort
+    def _publish_effort(
+        self, effort: np.ndarray, state: JointSample
+    ) -> tuple[np.ndarray, tuple[str, ...]]:
+        """Through the safety envelope onto the wire; returns (sent effort, envelope reasons)."""
+        with self._cmd_lock:
+            now = time.monotonic()
+            # Realtime watchdog: the command is as fresh as the joint state it came from.
+            self.envelope.command_received(state.recv if state.recv > 0 else now)
+            safe, reasons = self.envelope.filter(effort, state.q, state.qd, now)
+            self.cmd_pub.publish(Float64MultiArray(data=safe.tolist()))
+        if reasons:
+            self.diag.values.update(self.envelope.diagnostics())
+        return safe, reasons
+
+    def _abort(self, why: str) -> None:
+        key = f"aborted_episodes/{why}"
+        self.diag.values[key] = self.diag.values.get(key, 0) + 1
+        self.diag.values["aborted_episodes"] = self.diag.values.get("aborted_episodes", 0) + 1
+        if self.mode == "realtime":
+            self._send_zero()  # do not leave a torque applied
 
     def _episode(self, train: bool) -> tuple[float, float, str] | None:
         """One episode; returns (return, final tip distance, controller) or None if aborted."""
+        self._wait_while_estopped()
         begun = self._begin_episode()
         if begun is None:
             time.sleep(0.1)
             self._wait(lambda: False, 0.0)  # raises Stopped when stopping
             return None
         state, target = begun
-        controller = None
-        p = self.cfg.model_based.ilqg_probability
-        with self._cond:
-            ilqg = self._ilqg
-        if train and ilqg is not None and p > 0 and self.rng.random() < p:
-            controller = ilqg
+        controller = self._choose_controller(train)
         self.noise.reset()
-        episode = self.episode
+        episode = self.episode + self._episode_offset
         if train:
             self.episode += 1
+            self._save_state()  # before any transition: a restart continues after this one
         obs = self.task.observation(state.q, state.qd, target)
         total = 0.0
         for t in range(self.T):
@@ -563,21 +903,27 @@ class NafPolicy(LifecycleNode):
                 with self._agent_lock:
                     action = self.agent.act(obs, self.noise if train else None)
             action = np.clip(np.nan_to_num(action, nan=0.0), -1.0, 1.0)
-            self._publish_effort(self.task.effort_from_action(action))
+            sent, reasons = self._publish_effort(self.task.effort_from_action(action), state)
+            if ESTOP in reasons or WATCHDOG in reasons:
+                self._abort("estop" if ESTOP in reasons else "watchdog")
+                return None
+            if reasons:  # limited: learn from what the arm actually got
+                action = self.task.action_from_effort(sent)
             if self.mode == "realtime":
                 self._latency_s.append(time.perf_counter() - recv)
             nxt = self._next_state(state)
             if nxt is None:
-                self.diag.values["aborted_episodes"] = (
-                    self.diag.values.get("aborted_episodes", 0) + 1
-                )
-                if self.mode == "realtime":
-                    self._send_zero()  # the arm went silent: do not leave a torque applied
+                self._abort("no_state")
+                return None
+            if self.envelope.estopped:  # engaged during the step: this one is not clean
+                self._abort("estop")
                 return None
             next_obs = self.task.observation(nxt.q, nxt.qd, target)
             reward = float(self.task.reward(obs, action))
             if train:
-                self.trans_pub.publish(
+                if self._first_episode is None:
+                    self._first_episode = episode
+                self._publish_transition(
                     encode_transition(
                         producer=self.arm_index,
                         seq=self.seq,
@@ -590,7 +936,8 @@ class NafPolicy(LifecycleNode):
                         terminal=False,
                         truncated=t == self.T - 1,
                         controller=CONTROLLER_ILQG if controller is not None else CONTROLLER_POLICY,
-                    )
+                    ),
+                    self.seq,
                 )
                 self.seq += 1
                 self.env_steps += 1
@@ -606,6 +953,16 @@ class NafPolicy(LifecycleNode):
         v = self.diag.values
         v.update(episodes=self.episode, env_steps=self.env_steps, seq=self.seq)
         v["learner_wait_s"] = round(self._learner_wait_s, 3)
+        with self._out_lock:
+            v.update(
+                outbox_size=len(self.outbox),
+                outbox_overflow=self.outbox.overflow,
+                outbox_resent=self.outbox.resent,
+                acked_seq=self._learner_seq,
+                durable_seq=self._learner_durable,
+            )
+        if self.cfg.safety.safe_exploration:
+            v["safe_exploration"] = "active" if self.safe_exploration_active else "passed"
         if self._latency_s:
             lat = np.asarray(self._latency_s) * 1e3
             v["state_to_command_ms_p50"] = round(float(np.percentile(lat, 50)), 3)

@@ -33,3 +33,7 @@ TRANSITIONS = QoSProfile(
 
 CLOCK = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 METRICS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+# E-stop (std_msgs/Bool): reliable and volatile, so any publisher (``ros2 topic pub``, a
+# latched safety controller) matches; a node started after a ``true`` does not see it.
+ESTOP = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)

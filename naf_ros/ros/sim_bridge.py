@@ -6,164 +6,52 @@ ForwardCommandController's ``<controller>/commands``) plus what a simulator adds
 
 Modes: ``lockstep`` steps exactly one control period per received command (reproducible
 training at the speed of the graph); ``realtime`` steps on a wall-clock timer with the last
-command, like a robot, with a watchdog that zeroes effort when commands stop.
+command, like a robot.
 
-This module also holds two small helpers the policy node shares (env kwargs from the config
-and the SIGINT-safe spin loop), kept free of heavy imports so importing them stays cheap.
+Like the hardware side of a real arm, the bridge does not trust its commander: every
+command passes its own :class:`~naf_ros.core.safety.SafetyEnvelope` (effort limits, command
+watchdog, e-stop latch). The watchdog zeroes the effort ``command_timeout`` s after the last
+command in both modes (in lockstep that is the effort the next step would start from, and
+what ``/diagnostics`` reports as ``applied_effort``). ``estop`` (``std_msgs/Bool``, in the
+arm's namespace): ``true`` latches zero effort, ``false`` releases it (then motion resumes
+only with a fresh command); while latched, lockstep commands still step the physics, with
+zero effort.
 """
 
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
-import rclpy
-from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PointStamped
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 from visualization_msgs.msg import Marker
 
-from naf_ros.config import ConfigError, EnvConfig
+from naf_ros.config import ConfigError
+from naf_ros.core.safety import WATCHDOG, SafetyEnvelope, SafetyLimits
 from naf_ros.ros import qos
-from naf_ros.ros.common import Diagnostics, declare_config
+from naf_ros.ros.common import (  # noqa: F401  (re-exported for existing importers)
+    Diagnostics,
+    autostart,
+    declare,
+    declare_config,
+    episode_steps,
+    guarded,
+    ns_to_stamp,
+    reacher_env_kwargs,
+    run_node,
+    stamp_to_ns,
+)
 
-REACHER_ENTRY_POINT = "naf_ros.envs.reacher_env:Reacher3DOFEnv"
 MODES = ("lockstep", "realtime")
 TARGET_MODES = ("env", "fixed", "random")
-
-
-# --- helpers shared with the policy node ------------------------------------------------------
-def reacher_env_kwargs(env_cfg: EnvConfig) -> dict:
-    """Constructor kwargs of the configured reacher (registry kwargs + ``env.kwargs``).
-
-    The nodes rebuild exactly what the in-process trainer's ``gym.make`` would, so control
-    period, reward weights, initial-state noise and target agree between the two paths.
-    """
-    import gymnasium as gym
-
-    import naf_ros.envs  # noqa: F401  (registers the reacher ids)
-
-    if env_cfg.id not in gym.registry:
-        raise ConfigError(f"env.id: {env_cfg.id!r} is not a registered environment")
-    spec = gym.spec(env_cfg.id)
-    if spec.entry_point != REACHER_ENTRY_POINT:
-        raise ConfigError(
-            f"env.id: {env_cfg.id!r} is not the naf_ros reacher; the ROS graph simulates "
-            "and serves that task only"
-        )
-    kwargs = dict(spec.kwargs or {})
-    kwargs.update(env_cfg.kwargs or {})
-    return kwargs
-
-
-def episode_steps(env_cfg: EnvConfig) -> int:
-    """Episode length T: ``env.max_episode_steps`` or the registered time limit."""
-    if env_cfg.max_episode_steps is not None:
-        return int(env_cfg.max_episode_steps)
-    from naf_ros.envs import EPISODE_STEPS
-
-    return EPISODE_STEPS
-
-
-def stamp_to_ns(stamp: Time) -> int:
-    """A message stamp as integer nanoseconds (exact, unlike float seconds)."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
-def ns_to_stamp(ns: int, stamp: Time) -> None:
-    """Write integer nanoseconds into a message stamp in place."""
-    stamp.sec, stamp.nanosec = divmod(int(ns), 1_000_000_000)
-
-
-def run_node(make_node: Callable[[], LifecycleNode], argv: list[str] | None = None) -> int:
-    """Spin a node until SIGINT/SIGTERM, then let it make the arm safe before ROS goes down.
-
-    rclpy's own signal handler shuts the context down first, after which a final zero-effort
-    command could no longer be published; so we own the signals and call ``node.safe_stop()``
-    while the context is still alive.
-    """
-    rclpy.init(
-        args=argv if argv is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO
-    )
-    stop = threading.Event()
-
-    def _on_signal(_sig, _frame):
-        stop.set()
-
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
-    code = 0
-    node = None
-    executor = SingleThreadedExecutor()
-    try:
-        node = make_node()
-        node.stop_event = stop
-        executor.add_node(node)
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.05)
-        code = int(getattr(node, "exit_code", 0))
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        code = 2
-    finally:
-        if node is not None:
-            try:
-                node.safe_stop()
-            except Exception as exc:  # noqa: BLE001 - shutdown must go on
-                print(f"safe_stop failed: {exc}", file=sys.stderr)
-            executor.remove_node(node)
-            node.destroy_node()
-        executor.shutdown()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return code
-
-
-def declare(node: Node, name: str, default: Any) -> Any:
-    """Declare one node-specific parameter and return its value."""
-    return node.declare_parameter(name, default).value
-
-
-def guarded(callback: Callable[..., TransitionCallbackReturn]) -> Callable[..., Any]:
-    """Run a lifecycle callback, turning exceptions into FAILURE with a logged reason.
-
-    rclpy swallows exceptions in transition callbacks; autostart needs the reason to exit
-    with a one-line config error instead of idling unconfigured.
-    """
-
-    def wrapper(self, state):
-        try:
-            return callback(self, state)
-        except Exception as exc:  # noqa: BLE001 - reported and turned into FAILURE
-            self.transition_error = (
-                f"{type(exc).__name__}: {exc}" if not isinstance(exc, ConfigError) else str(exc)
-            )
-            self.get_logger().fatal(f"{callback.__name__} failed: {self.transition_error}")
-            return TransitionCallbackReturn.FAILURE
-
-    wrapper.__name__ = callback.__name__
-    wrapper.__doc__ = callback.__doc__
-    return wrapper
-
-
-def autostart(node: LifecycleNode) -> None:
-    """configure + activate, raising ConfigError with the reason if either fails."""
-    for name in ("configure", "activate"):
-        ret = getattr(node, f"trigger_{name}")()
-        if ret != TransitionCallbackReturn.SUCCESS:
-            raise ConfigError(getattr(node, "transition_error", None) or f"{name} failed")
+WATCHDOG_PERIOD_S = 0.05
 
 
 # --- the bridge -------------------------------------------------------------------------------
@@ -199,8 +87,12 @@ class SimBridge(LifecycleNode):
         self._fresh_reset = False
         self._seeded = False
         self._last_command_wall = 0.0
+        self._command = None  # the last accepted command (realtime holds it, like the controller)
+        self._trip_age: float | None = None
         self._target_request: np.ndarray | None = None
         self._timer = None
+        self._watchdog_timer = None
+        self.envelope: SafetyEnvelope | None = None
         self._lock = threading.Lock()
         self.transition_error: str | None = None
         if start:
@@ -221,6 +113,17 @@ class SimBridge(LifecycleNode):
         self.joint_names = list(self.sim.joint_names)
         self.n = len(self.joint_names)
         self.control_dt_ns = int(round(self.sim.control_dt * 1e9))
+        # The hardware side's own envelope: effort limits, watchdog and e-stop; no soft
+        # position limits (the sim has its hard joint ranges, as a real arm has end stops).
+        unlimited = [float("inf")] * self.n
+        self.envelope = SafetyEnvelope(
+            SafetyLimits.from_arm(
+                self.sim.arm,
+                command_timeout=self.command_timeout,
+                soft_lower=[-x for x in unlimited],
+                soft_upper=unlimited,
+            )
+        )
         self.js_pub = self.create_publisher(JointState, "joint_states", qos.JOINT_STATES_PUB)
         self.clock_pub = self.create_publisher(Clock, "/clock", qos.CLOCK)
         self.target_pub = self.create_publisher(PointStamped, "target", qos.LATCHED)
@@ -231,6 +134,7 @@ class SimBridge(LifecycleNode):
         self.target_sub = self.create_subscription(
             PointStamped, "target_request", self._on_target_request, qos.LATCHED
         )
+        self.estop_sub = self.create_subscription(Bool, "estop", self._on_estop, qos.ESTOP)
         self.reset_srv = self.create_service(Trigger, "sim/reset", self._on_reset)
         self.pause_srv = self.create_service(SetBool, "sim/pause", self._on_pause)
         self._reset(seed=self.cfg.train.seed + self.arm_index)
@@ -246,10 +150,13 @@ class SimBridge(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.sim.set_effort(np.zeros(self.n))
+        self._command = None
         self._last_command_wall = time.monotonic()
         self.active = True
         if self.mode == "realtime":
             self._timer = self.create_timer(self.sim.control_dt, self._on_timer)
+        else:
+            self._watchdog_timer = self.create_timer(WATCHDOG_PERIOD_S, self._on_watchdog)
         self._publish_state()
         return TransitionCallbackReturn.SUCCESS
 
@@ -258,7 +165,7 @@ class SimBridge(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        for ent in (self.cmd_sub, self.target_sub):
+        for ent in (self.cmd_sub, self.target_sub, self.estop_sub):
             self.destroy_subscription(ent)
         for srv in (self.reset_srv, self.pause_srv):
             self.destroy_service(srv)
@@ -274,11 +181,14 @@ class SimBridge(LifecycleNode):
     def _hold(self) -> None:
         """Zero effort and stop stepping: a deactivated arm must not keep the last command."""
         self.active = False
-        if self._timer is not None:
-            self.destroy_timer(self._timer)
-            self._timer = None
+        for timer in (self._timer, self._watchdog_timer):
+            if timer is not None:
+                self.destroy_timer(timer)
+        self._timer = self._watchdog_timer = None
+        self._command = None
         if self.env is not None:
             self.sim.set_effort(np.zeros(self.n))
+            self._report_effort()
 
     def safe_stop(self) -> None:
         """Called by run_node on the way down, while ROS is still up."""
@@ -301,8 +211,11 @@ class SimBridge(LifecycleNode):
             self.diag.reject("command_paused")
             return
         self.commands += 1
-        self._last_command_wall = time.monotonic()
-        self.sim.set_effort(data)  # clips to the model's effort limits
+        now = time.monotonic()
+        self._last_command_wall = now
+        self._command = data
+        self.envelope.command_received(now)
+        self._apply(now)
         if self.mode == "lockstep":
             self._step()
             self._publish_state()
@@ -333,18 +246,52 @@ class SimBridge(LifecycleNode):
         response.success, response.message = True, "paused" if self.paused else "running"
         return response
 
+    def _on_estop(self, msg: Bool) -> None:
+        if self.envelope is None:
+            return
+        if msg.data:
+            if not self.envelope.estopped:
+                self.get_logger().warning("e-stop: zero effort until released")
+            self.envelope.engage_estop("estop topic")
+            self._apply(time.monotonic())
+        elif self.envelope.estopped:
+            self.envelope.release_estop()
+            self._command = None  # nothing from before the stop is replayed
+            self.get_logger().info("e-stop released")
+        self.diag.values.update(self.envelope.diagnostics())
+
+    def _apply(self, now: float) -> None:
+        """Effort <- the envelope's verdict on the held command (zero if none or stale)."""
+        command = self._command if self._command is not None else np.zeros(self.n)
+        q, qd = self.sim.joint_positions(), self.sim.joint_velocities()
+        before = self.sim.effort.copy()
+        effort, reasons = self.envelope.filter(command, q, qd, now)
+        self.sim.set_effort(effort)  # also clips to the model's effort limits
+        if WATCHDOG in reasons and np.any(before != 0.0):
+            self.watchdog_trips += 1
+            self._trip_age = now - self._last_command_wall
+            self.diag.values["watchdog_trips"] = self.watchdog_trips
+            self.diag.values["watchdog_trip_after_s"] = round(self._trip_age, 3)
+            self.get_logger().warning(
+                f"no command for {self.command_timeout} s: zero effort",
+                throttle_duration_sec=5.0,
+            )
+        self._report_effort()
+
+    def _report_effort(self) -> None:
+        self.diag.values["applied_effort"] = [round(float(e), 6) for e in self.sim.effort]
+        if self.envelope is not None:
+            self.diag.values["estop"] = self.envelope.estopped
+
+    def _on_watchdog(self) -> None:
+        """Lockstep: zero a held effort when commands stop (nothing steps without them)."""
+        if self.active and np.any(self.sim.effort != 0.0):
+            self._apply(time.monotonic())
+
     def _on_timer(self) -> None:
         if not self.active or self.paused:
             return
-        if time.monotonic() - self._last_command_wall > self.command_timeout:
-            if np.any(self.sim.effort != 0.0):
-                self.watchdog_trips += 1
-                self.diag.values["watchdog_trips"] = self.watchdog_trips
-                self.get_logger().warning(
-                    f"no command for {self.command_timeout} s: zero effort",
-                    throttle_duration_sec=5.0,
-                )
-            self.sim.set_effort(np.zeros(self.n))
+        self._apply(time.monotonic())
         self._step()
         self._publish_state()
 
