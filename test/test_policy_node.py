@@ -7,7 +7,6 @@ checked on its own against the topic contract.
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 
@@ -262,43 +261,6 @@ def test_lockstep_episodes_weights_learner_wait_and_bad_input(lease, tmp_path):
     assert which[0] == 0 and which[-1] == 1 and which == sorted(which)
     values = diagnostic_values(diag, "naf_policy")
     assert values, "policy must publish /diagnostics"
-
-
-@pytest.mark.skipif(
-    not os.environ.get("NAF_ROS_MEASURE"), reason="measurement only; set NAF_ROS_MEASURE=1"
-)
-def test_lockstep_throughput_paper_network(lease, tmp_path):
-    """Measure (not assert) env steps/s of bridge + policy in lockstep, 200x200 networks."""
-    domain = lease
-    probe = RosTestNode(domain)
-    trans = probe.collect(Float64MultiArray, "/naf/transitions", qos.TRANSITIONS)
-    episodes, steps = 6, 50
-    bridge = spawn_node("naf_ros.ros.sim_bridge", domain, tmp_path, {})
-    policy = spawn_node(
-        "naf_ros.ros.naf_policy",
-        domain,
-        tmp_path,
-        {
-            "train.episodes": episodes,
-            "train.eval_every": 100,
-            "wait_for_learner": 0.0,
-            "startup_timeout": 0.0,
-        },
-    )
-    try:
-        assert trans.wait_for(1, 60.0), policy.output()
-        assert wait_until(lambda: not policy.alive(), 60.0), policy.output()
-        assert policy.proc.wait() == 0
-    finally:
-        policy.stop()
-        bridge.stop()
-        probe.close()
-    assert len(trans) == episodes * steps
-    seqs = [decode_transition(m, OBS, ACT)["seq"] for m in trans.snapshot()]
-    assert seqs == list(range(episodes * steps))
-    times = np.asarray(trans.times)
-    rate = (len(times) - 1) / (times[-1] - times[0])
-    print(f"\nlockstep bridge+policy (200x200 NAF, OU noise, incl. resets): {rate:.0f} env steps/s")
 
 
 def test_realtime_ilqg_latency_and_sigint(lease, tmp_path):

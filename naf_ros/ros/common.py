@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rclpy
@@ -30,6 +30,11 @@ from std_msgs.msg import Float64, Float64MultiArray
 
 from naf_ros.config import Config, ConfigError, EnvConfig, config_from_dict, flatten
 from naf_ros.ros.codec import CodecError, decode_transition, unpack_arrays
+
+if TYPE_CHECKING:
+    from rclpy.lifecycle import LifecycleNode
+
+    from naf_ros.envs.task import ReacherTask
 
 # Topics every node of the graph agrees on (absolute: one learner serves all arms).
 TRANSITIONS_TOPIC = "/naf/transitions"
@@ -128,7 +133,7 @@ def episode_steps(env_cfg: EnvConfig) -> int:
     return DEFAULT_EPISODE_STEPS
 
 
-def reacher_task(env_cfg: EnvConfig):
+def reacher_task(env_cfg: EnvConfig) -> ReacherTask:
     """The task the configured reacher uses, so rewards and derivatives match the sim's."""
     from naf_ros.envs.task import ArmModel, ReacherTask
 
@@ -209,7 +214,7 @@ def guarded(callback: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def autostart(node) -> None:
+def autostart(node: LifecycleNode) -> None:
     """configure + activate, raising ConfigError with the reason if either fails."""
     from rclpy.lifecycle import TransitionCallbackReturn
 
@@ -329,9 +334,10 @@ class Diagnostics:
 
     def status(self) -> tuple[bytes, str]:
         level, message = self.level, self.message
-        if self.problems:
-            worst = max(lvl for lvl, _ in self.problems.values())
-            texts = [msg for _, msg in self.problems.values()]
+        problems = list(self.problems.values())  # one C-level copy: other threads write too
+        if problems:
+            worst = max(lvl for lvl, _ in problems)
+            texts = [msg for _, msg in problems]
             if worst >= level:
                 level = worst
                 message = "; ".join(texts) if message == "ok" else "; ".join([message, *texts])
@@ -345,11 +351,10 @@ class Diagnostics:
             message=message,
             hardware_id=self.node.get_name(),
         )
-        status.values = [
-            KeyValue(key=f"rejected/{k}", value=str(v)) for k, v in self.rejected.items()
-        ]
-        status.values.append(KeyValue(key="rejected/total", value=str(self.total_rejected)))
-        status.values += [KeyValue(key=k, value=str(v)) for k, v in self.values.items()]
+        rejected, values = list(self.rejected.items()), list(self.values.items())
+        status.values = [KeyValue(key=f"rejected/{k}", value=str(v)) for k, v in rejected]
+        status.values.append(KeyValue(key="rejected/total", value=str(sum(v for _, v in rejected))))
+        status.values += [KeyValue(key=k, value=str(v)) for k, v in values]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self._pub.publish(msg)

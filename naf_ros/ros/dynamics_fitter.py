@@ -103,6 +103,9 @@ class DynamicsFitterNode(Node):
         self._rmse_pub = self.create_publisher(Float64, "/naf/metrics/model_rmse", qos.METRICS)
         if self.persist:
             self._resume()
+            # The first episodes are saved before the first fit; importing torch then would
+            # hold up that fit (and the controller the policies wait for) by seconds.
+            self.checkpoint.warm_up()
         self.create_subscription(
             Float64MultiArray, TRANSITIONS_TOPIC, self._on_transition, qos.TRANSITIONS
         )

@@ -389,9 +389,14 @@ class LearnerNode(Node):
         self._stop.set()
         if self._worker is not None:
             self._worker.join(timeout=60.0)
-        self.save_checkpoint()
+        saved = self.save_checkpoint()
         if self.bag is not None:
-            self.bag.close()
+            # Closed segments hold what checkpoints hold; without the final checkpoint the
+            # producers re-send the rest to our successor, which records it again.
+            if saved:
+                self.bag.close()
+            else:
+                self.bag.abandon()
         self.publish_progress()
 
     # --- checkpoints --------------------------------------------------------------------------

@@ -122,8 +122,10 @@ class NafPolicy(LifecycleNode):
         self.state_timeout = float(declare(self, "state_timeout", 5.0))
         self.reset_timeout = float(declare(self, "reset_timeout", 10.0))
         self.exit_when_done = bool(declare(self, "exit_when_done", True))
-        # Transitions published before the learner subscribed are lost for good: at start,
-        # wait (up to startup_timeout s) until these nodes subscribe to /naf/transitions.
+        # At start, wait (up to startup_timeout s) until these nodes subscribe to
+        # /naf/transitions: the first transitions then need no re-send, and in lockstep the
+        # first steps are paced by the learner. (Without it they reach the learner later,
+        # from the outbox, once it reports progress.)
         self.startup_subscribers = list(declare(self, "startup_subscribers", ["learner"]))
         self.startup_timeout = float(declare(self, "startup_timeout", 30.0))
         self.home_position = list(declare(self, "home_position", [0.0, 0.0, 0.0]))
@@ -172,6 +174,7 @@ class NafPolicy(LifecycleNode):
         self._learner_durable = -1
         self._resend_from: int | None = None
         self._last_ack_change = time.monotonic()
+        self._last_progress = 0.0  # monotonic time of the last progress message
         self._last_resend = 0.0
         self._first_episode: int | None = None  # episode field of our first transition
         self._episode_offset = 0
@@ -203,7 +206,6 @@ class NafPolicy(LifecycleNode):
         self.task = ReacherTask(self.arm, ctrl_cost_weight=kwargs.get("ctrl_cost_weight", 0.02))
         self.joint_names = list(self.arm.joint_names)
         self.n = self.arm.n_joints
-        self.limits = np.asarray(self.arm.effort_limits, dtype=float)
         self.control_dt = float(kwargs.get("control_dt", 0.02))
         self.T = episode_steps(cfg.env)
         if len(self.home_position) != self.n:
@@ -414,7 +416,11 @@ class NafPolicy(LifecycleNode):
         with self._cond:
             ack, lid, start = self._learner_seq, self._learner_id, self._resend_from
         with self._out_lock:
-            if start is None and lid is not None:
+            # Fallback: the learner is alive (heartbeats arrive) but acknowledges nothing
+            # new of what we sent; a silent learner is dead, and its successor's new id
+            # triggers the re-send instead.
+            alive = now - self._last_progress < self.resend_timeout
+            if start is None and lid is not None and alive:
                 oldest = self.outbox.oldest_after(ack)
                 quiet = now - max(self._last_ack_change, self._last_resend)
                 if oldest is not None and now - oldest.sent > self.resend_timeout:
@@ -573,6 +579,7 @@ class NafPolicy(LifecycleNode):
                 ack = int(columns["last_seq"][i])
                 durable = int(columns.get("durable_seq", columns["last_seq"])[i])
         now = time.monotonic()
+        self._last_progress = now
         with self._cond:
             if lid is not None and lid != self._learner_id:
                 restarted = self._learner_id is not None
@@ -585,10 +592,13 @@ class NafPolicy(LifecycleNode):
                         f"learner {'restarted' if restarted else 'appeared'} at seq {ack}: "
                         f"re-sending {self.seq - 1 - ack} transitions"
                     )
+                self._learner_stale = False
             elif ack > self._learner_seq:
                 self._learner_seq = ack
                 self._last_ack_change = now
-            self._learner_stale = False
+                self._learner_stale = False
+            elif lid is None:  # a learner without heartbeats: any message is a sign of life
+                self._learner_stale = False
             if "updates" in f:
                 self._learner_updates = float(f["updates"])
             self._cond.notify_all()
@@ -651,9 +661,13 @@ class NafPolicy(LifecycleNode):
         if need < 0 or self._learner_stale:
             return
         t0 = time.perf_counter()
-        if not self._wait(lambda: self._learner_seq >= need, self.wait_for_learner):
+        # A learner that is catching up (a backlog after its restart) keeps being waited
+        # for; one that acknowledged nothing new for wait_for_learner s is not.
+        while not self._wait(lambda: self._learner_seq >= need, self.wait_for_learner):
+            if time.monotonic() - self._last_ack_change < self.wait_for_learner:
+                continue
             with self._cond:
-                self._learner_stale = True  # until the learner speaks again
+                self._learner_stale = True  # until the learner acknowledges something new
             self.diag.values["learner_wait_timeouts"] = (
                 self.diag.values.get("learner_wait_timeouts", 0) + 1
             )
@@ -662,6 +676,7 @@ class NafPolicy(LifecycleNode):
                 "acting without waiting until it reports progress again",
                 throttle_duration_sec=10.0,
             )
+            break
         self._learner_wait_s += time.perf_counter() - t0
 
     # --- episodes (worker thread) -------------------------------------------------------------
@@ -696,8 +711,8 @@ class NafPolicy(LifecycleNode):
         unwritable) the learner's latched progress says where a previous run of this arm
         got to, and episode numbers on the wire continue after it.
         """
-        if self.persist:  # give the latched progress a moment to arrive
-            self._wait(lambda: self._progress_episode_hint is not None, 2.0)
+        if self.persist:  # give the learner's latched progress a moment to arrive
+            self._wait(lambda: self._last_progress > 0, 2.0)
         hint = self._progress_episode_hint
         if hint is not None and hint >= self.episode:
             self._episode_offset = hint + 1 - self.episode
