@@ -239,6 +239,32 @@ def bench_updates(args) -> dict:
     return _finish("updates", args.out, {"suite": "updates", "results": rows}, "updates")
 
 
+def bench_report(args) -> dict:
+    """Rebuild tables, JSON and plots from finished run folders (``<variant>/s<seed>/``).
+
+    Lets suites that were split across processes (or stopped early) be reported together.
+    """
+    by_env: dict[str, list[dict]] = {}
+    for root in args.runs:
+        for path in sorted(Path(root).glob("*/s*/summary.json")):
+            summary = json.loads(path.read_text())
+            summary["label"] = path.parent.parent.name.replace("_", " ")
+            by_env.setdefault(summary["env"], []).append(summary)
+    payload: dict = {"suite": "report", "runs": [str(r) for r in args.runs], "envs": {}}
+    for env_id, results in by_env.items():
+        variants = _aggregate(results)
+        best = max(v["best_eval_return"] for v in variants.values())
+        threshold = best - 0.05 * abs(best)
+        for v in variants.values():
+            v["threshold"] = threshold
+            v["episodes_to_threshold"] = _episodes_to_threshold(
+                v["episodes"], v["mean_eval_return"], threshold
+            )
+        payload["envs"][env_id] = variants
+        _print_table(env_id, variants)
+    return _finish(args.name, args.out, payload, args.name)
+
+
 def _print_table(env_id: str, variants: dict) -> None:
     print(f"\n{env_id}")
     print(
@@ -255,7 +281,15 @@ def _print_table(env_id: str, variants: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="naf-ros bench", description=__doc__.splitlines()[0])
-    parser.add_argument("suite", choices=["naf", "model-based", "updates", "graph"])
+    parser.add_argument("suite", choices=["naf", "model-based", "updates", "graph", "report"])
+    parser.add_argument(
+        "--runs",
+        nargs="*",
+        type=Path,
+        default=[],
+        help="report: folders holding <variant>/s<seed>/summary.json",
+    )
+    parser.add_argument("--name", default="report", help="report: output file stem")
     parser.add_argument("--out", type=Path, default=Path("bench_results"))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--episodes", type=int, default=200)
@@ -267,8 +301,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise", type=float, default=0.3)
     parser.add_argument("--imagination-updates", type=int, default=5)
     parser.add_argument("--rollout-length", type=int, default=5)
-    parser.add_argument("--envs", nargs="*", choices=["Reacher-v5", REACHER_FIXED],
-                        help="naf suite: which environments (default both)")
+    parser.add_argument(
+        "--envs",
+        nargs="*",
+        choices=["Reacher-v5", REACHER_FIXED],
+        help="naf suite: which environments (default both)",
+    )
     parser.add_argument("--variants", nargs="*", choices=list(MODEL_BASED_VARIANTS))
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
@@ -278,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_model_based(args)
     elif args.suite == "updates":
         bench_updates(args)
+    elif args.suite == "report":
+        bench_report(args)
     else:
         from naf_ros.bench_graph import main as graph_main
 
