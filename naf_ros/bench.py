@@ -17,6 +17,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -309,6 +310,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--variants", nargs="*", choices=list(MODEL_BASED_VARIANTS))
     parser.add_argument("--workers", type=int, default=2)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["graph"]:  # the graph suite has its own options (see --help there)
+        from naf_ros.bench_graph import build_parser as graph_parser
+        from naf_ros.bench_graph import main as graph_main
+
+        return graph_main(graph_parser().parse_args(argv[1:]))
     args = parser.parse_args(argv)
     if args.suite == "naf":
         bench_naf(args)
