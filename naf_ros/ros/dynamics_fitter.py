@@ -169,10 +169,7 @@ class DynamicsFitterNode(Node):
         if not self.persist:
             return
         self._last_save = time.monotonic()
-        if self.checkpoint.save(self.payload()):
-            self.diag.clear("checkpoint")
-        else:
-            self.diag.problem("checkpoint", DiagnosticStatus.WARN, self.checkpoint.last_error)
+        self.checkpoint.save_and_report(self.payload(), self.diag)
 
     def safe_stop(self) -> None:
         self.save()

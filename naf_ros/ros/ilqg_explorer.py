@@ -164,10 +164,7 @@ class ILQGExplorerNode(Node):
     def save(self) -> None:
         if not self.persist:
             return
-        if self.checkpoint.save(self.payload()):
-            self.diag.clear("checkpoint")
-        else:
-            self.diag.problem("checkpoint", DiagnosticStatus.WARN, self.checkpoint.last_error)
+        self.checkpoint.save_and_report(self.payload(), self.diag)
 
     def safe_stop(self) -> None:
         self.save()

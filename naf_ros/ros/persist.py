@@ -134,6 +134,19 @@ class CheckpointFile:
         self.last_seconds = time.perf_counter() - t0
         return True
 
+    def save_and_report(self, payload: dict, diag, level: bytes | None = None) -> bool:
+        """:meth:`save`, then raise or clear the node's ``checkpoint`` diagnostics problem."""
+        from diagnostic_msgs.msg import DiagnosticStatus
+
+        ok = self.save(payload)
+        if ok:
+            diag.clear("checkpoint")
+        else:
+            diag.problem(
+                "checkpoint", DiagnosticStatus.WARN if level is None else level, self.last_error
+            )
+        return ok
+
     def _keep_prev(self) -> None:
         """newest -> .prev without a moment in which no newest file exists."""
         tmp = self.prev.with_name(f".{self.prev.name}.tmp")
