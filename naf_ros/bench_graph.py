@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arms-list", type=_int_list, default=[1, 2], help="K values, e.g. 1,2")
     p.add_argument("--latency-samples", type=int, default=1500, help="samples while learning")
     p.add_argument(
+        "--realtime-priority",
+        type=int,
+        default=10,
+        help="latency: SCHED_FIFO priority of the policy and bridge (0 = normal scheduling)",
+    )
+    p.add_argument(
         "--latency-reference",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -761,6 +767,8 @@ def part_latency(args: argparse.Namespace, store: dict) -> dict:
         "--set",
         set_text("learner.checkpoint_every_s", 0.0),
     ]
+    for node in ("naf_policy", "sim_bridge"):  # the state -> command path, at SCHED_FIFO
+        launch_args += ["--set", set_text(f"{node}.realtime_priority", args.realtime_priority)]
     deep, sensor = _qos()
     run_dir = args.out / "graph_runs" / f"latency-{time.strftime('%H%M%S')}"
     with graph_session(args, run_dir, launch_args) as (run, probe):
@@ -836,7 +844,14 @@ def part_latency(args: argparse.Namespace, store: dict) -> dict:
     # The node's own figure: its last <= 2000 steps, start-up and pre-learning included.
     out["in_node"] = {
         k: node_diag.get(k)
-        for k in ("state_to_command_ms_p50", "state_to_command_ms_p99", "episodes", "env_steps")
+        for k in (
+            "state_to_command_ms_p50",
+            "state_to_command_ms_p99",
+            "state_to_command_cpu_ms_p50",
+            "state_to_command_cpu_ms_p99",
+            "episodes",
+            "env_steps",
+        )
     }
     out["cpu_cores_per_node_while_learning"] = cpu
     out["p99_target_ms"] = 2.0
@@ -851,7 +866,9 @@ def part_latency(args: argparse.Namespace, store: dict) -> dict:
         f"samples, {pub.get('missed_periods')}/{pub.get('in_episode_periods')} control periods "
         f"missed; DDS reception at the probe p50 {rx.get('p50_ms')} / p99 {rx.get('p99_ms')} "
         f"ms; in-node p50 {out['in_node']['state_to_command_ms_p50']} / p99 "
-        f"{out['in_node']['state_to_command_ms_p99']} ms; cores {cpu}",
+        f"{out['in_node']['state_to_command_ms_p99']} ms (of it CPU in the callback p50 "
+        f"{out['in_node']['state_to_command_cpu_ms_p50']} / p99 "
+        f"{out['in_node']['state_to_command_cpu_ms_p99']} ms); cores {cpu}",
         flush=True,
     )
     pre = out["before_learning"]["publisher_stamps"]

@@ -139,19 +139,26 @@ def test_lockstep_episodes_weights_learner_wait_and_bad_input(lease, tmp_path):
     probe.node.create_subscription(Float64MultiArray, "/naf/transitions", ack, qos.TRANSITIONS)
 
     episodes = 8
+    LAG = 1  # the shipped default: acting on step t overlaps learning on step t - 1
     bridge = spawn_node("naf_ros.ros.sim_bridge", domain, tmp_path, {"train.seed": SEED})
     policy = spawn_node(
         "naf_ros.ros.naf_policy",
         domain,
         tmp_path,
         policy_params(
-            **{"train.episodes": episodes, "exploration.kind": "none", "wait_for_learner": 30.0}
+            **{
+                "train.episodes": episodes,
+                "exploration.kind": "none",
+                "wait_for_learner": 30.0,
+                "max_learner_lag": LAG,
+            }
         ),
     )
     try:
-        assert trans.wait_for(T + 3, 60.0), policy.output()
+        # Acked up to seq T + 1: the policy may send LAG + 1 more and must then wait.
+        assert trans.wait_for(T + 3 + LAG, 60.0), policy.output()
         time.sleep(0.3)
-        assert len(trans) == T + 3, "the policy must wait for the learner's progress"
+        assert len(trans) == T + 3 + LAG, "the policy must wait for the learner's progress"
 
         # Garbage on every input the policy has; each must be dropped and counted.
         assert probe.wait_for_subscribers(js_pub, 1)
@@ -221,7 +228,7 @@ def test_lockstep_episodes_weights_learner_wait_and_bad_input(lease, tmp_path):
         assert wait_until(
             lambda: diagnostic_values(diag, "naf_policy").get("weights_version") == "3.0", 10.0
         )
-        assert len(trans) == T + 3, "still waiting for the learner"
+        assert len(trans) == T + 3 + LAG, "still waiting for the learner"
         release()
         assert wait_until(lambda: not policy.alive(), 90.0), policy.output()
         assert policy.proc.wait() == 0, policy.output()
@@ -239,11 +246,11 @@ def test_lockstep_episodes_weights_learner_wait_and_bad_input(lease, tmp_path):
     assert list(cmds.last.data) == [0.0, 0.0, 0.0], "the run must end on zero effort"
     assert len(rets) == episodes and len(evals) >= 2
 
-    # UTD parity: transition k was only produced after the learner acknowledged k-1.
+    # UTD parity: transition k was only produced after the learner acknowledged k-1-LAG.
     ack_time = acked
     arrivals = trans.times
-    for k in range(1, len(tr)):
-        assert ack_time[k - 1] <= arrivals[k] + 1e-3, f"transition {k} did not wait"
+    for k in range(1 + LAG, len(tr)):
+        assert ack_time[k - 1 - LAG] <= arrivals[k] + 1e-3, f"transition {k} did not wait"
 
     # Weight swap: before, actions are the seed's initial network; after, the new one.
     old_agent = NAFAgent(OBS, ACT, AgentConfig(hidden=HIDDEN), seed=SEED)

@@ -16,6 +16,8 @@ class ExplorationNoise:
     stationary standard deviation of the OU process is ``scale / sqrt(2 theta - theta^2)``.
     """
 
+    uses_lower = False  # whether sample() needs L(x); lets actors skip computing it
+
     def __init__(self, act_dim: int, scale: float, theta: float, rng: np.random.Generator):
         self.act_dim, self.scale, self.theta, self.rng = act_dim, float(scale), float(theta), rng
         self.state = np.zeros(act_dim)
@@ -48,6 +50,8 @@ class PrecisionNoise(ExplorationNoise):
     tr(P^-1)/n, keeps the average per-dimension innovation std at ``scale`` however P's overall
     magnitude drifts during learning, while its shape still follows P^-1.
     """
+
+    uses_lower = True
 
     def __init__(self, act_dim, scale, theta, rng, ema: float = 0.01):
         super().__init__(act_dim, scale, theta, rng)

@@ -9,6 +9,7 @@ import (no torch, no MuJoCo): gymnasium and the task code are imported only when
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import sys
 import threading
@@ -309,16 +310,25 @@ class Diagnostics:
         self.level = DiagnosticStatus.OK
         self.message = "ok"
         self.problems: dict[str, tuple[bytes, str]] = {}
+        self._last_reject_log = -float("inf")
         self._pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._timer = node.create_timer(period_s, self.publish)
 
     def reject(self, reason: str, detail: str = "") -> None:
-        """Count one dropped input; log at most once per 2 s per node."""
+        """Count one dropped input; log at most once per 2 s per node.
+
+        Throttled here, not with rclpy's ``throttle_duration_sec``: that inspects the
+        caller's frame and source on every call (~0.5 ms), which a flood of malformed input
+        would pay per message, starving the executor.
+        """
         self.rejected[reason] += 1
+        now = time.monotonic()
+        if now - self._last_reject_log < 2.0:
+            return
+        self._last_reject_log = now
         self.node.get_logger().warning(
             f"dropped input ({reason}){': ' + detail if detail else ''} "
-            f"[{self.rejected[reason]} so far]",
-            throttle_duration_sec=2.0,
+            f"[{self.rejected[reason]} so far]"
         )
 
     def problem(self, key: str, level: bytes, message: str) -> None:
@@ -358,3 +368,28 @@ class Diagnostics:
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self._pub.publish(msg)
+
+
+def raise_priority(node: Node, priority: int) -> bool:
+    """SCHED_FIFO ``priority`` for every thread of this process (DDS receive threads too).
+
+    Why: a realtime state -> command path must not wait behind the learner for a core. Like a
+    ros2_control loop it asks, and carries on at normal priority with a warning where the
+    system does not permit it; ``priority`` <= 0 leaves scheduling alone. Threads started
+    later inherit the policy. Returns whether it took effect.
+    """
+    if priority <= 0:
+        return False
+    try:
+        param = os.sched_param(priority)
+        threads = os.listdir("/proc/self/task")
+        for tid in threads:
+            os.sched_setscheduler(int(tid), os.SCHED_FIFO, param)
+    except (AttributeError, OSError, ValueError) as exc:
+        node.get_logger().warning(
+            f"realtime_priority {priority}: not permitted here ({type(exc).__name__}: {exc}); "
+            "running at normal priority"
+        )
+        return False
+    node.get_logger().info(f"SCHED_FIFO priority {priority} on {len(threads)} threads")
+    return True

@@ -79,6 +79,13 @@ CHECKPOINT_NAME = "learner_checkpoint.pt"
 CHECKPOINT_KIND = "naf_ros-learner"
 MAX_BATCH = 2000  # transitions drained per worker iteration (bounds progress latency)
 BAG_PREFIX = "transitions"
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+def fits_replay(tr: dict) -> bool:
+    """R stores float32: a finite double beyond its range would be inf there."""
+    big = max(float(np.abs(tr["obs"]).max()), float(np.abs(tr["next_obs"]).max()))
+    return max(big, abs(tr["reward"])) <= F32_MAX
 
 
 # --- learning state (no ROS) ------------------------------------------------------------------
@@ -164,6 +171,15 @@ class Learner:
         )
         if not len(batch["reward"]):
             return 0
+        # R_f stores float32: a model fitted on wild (finite) data can roll out to doubles
+        # beyond its range, which would be inf there; drop them as non-finite.
+        with np.errstate(invalid="ignore"):
+            rows = [np.abs(batch[k]).reshape(len(batch["reward"]), -1) <= F32_MAX
+                    for k in ("obs", "action", "reward", "next_obs")]  # fmt: skip
+        keep = np.all(np.concatenate(rows, axis=1), axis=1)
+        if not keep.all():
+            self.fictional.rejected += int((~keep).sum())
+            batch = {k: np.asarray(v)[keep] for k, v in batch.items()}
         # An imagined rollout's end is a truncation, not a terminal: targets bootstrap.
         added = self.fictional.add_batch(
             batch["obs"],
@@ -466,6 +482,8 @@ class LearnerNode(Node):
     def _on_transition(self, msg: Float64MultiArray) -> None:
         try:
             tr, header, reason = parse_transition(msg, self.obs_dim, self.act_dim)
+            if tr is not None and not fits_replay(tr):
+                tr, reason = None, "non_finite"
             if header is None:
                 self.diag.reject(reason)
                 return

@@ -8,6 +8,10 @@ iLQG controller from ``/naf/ilqg_controller`` takes the episodes Algorithm 2 giv
 Episodes run in a worker thread as plain sequential code (reset, then T steps of
 state -> action -> command -> next state -> transition) while the executor thread only
 fills in the latest inputs; that keeps the episode logic readable and the callbacks short.
+One exception, for latency: in realtime mode the worker arms a :class:`Reflex` for the next
+step and the joint-state callback itself computes and publishes that command the moment the
+state arrives (no thread hand-off, no transition bookkeeping in the way); the worker then
+does the bookkeeping for the step while the arm already has its command.
 
 Safety: nothing is commanded before activation; every command passes a
 :class:`~naf_ros.core.safety.SafetyEnvelope` configured from the ``safety`` section and the
@@ -51,6 +55,7 @@ from std_msgs.msg import Bool, Float32MultiArray, Float64, Float64MultiArray
 from std_srvs.srv import Trigger
 
 from naf_ros.config import ConfigError
+from naf_ros.core.actor import NumpyActor
 from naf_ros.core.safety import ESTOP, WATCHDOG, SafetyEnvelope, SafetyLimits
 from naf_ros.ros import qos
 from naf_ros.ros.codec import (
@@ -71,6 +76,7 @@ from naf_ros.ros.common import (  # noqa: F401  (topic names re-exported)
     declare_config,
     episode_steps,
     guarded,
+    raise_priority,
     reacher_env_kwargs,
     run_node,
     stamp_to_ns,
@@ -101,6 +107,35 @@ class JointSample:
         self.recv = recv  # monotonic arrival time (the realtime watchdog's input)
 
 
+class Reflex:
+    """One realtime step armed by the worker and taken by the joint-state callback.
+
+    ``act`` False only records the state (the episode's last next-state). The callback
+    fills ``state``, ``obs``, ``action``, ``reasons`` (or ``error``) and sets ``done``.
+    """
+
+    __slots__ = (
+        "gap_ns", "after_index", "t", "target", "controller", "train", "act",
+        "taken", "done", "state", "obs", "action", "reasons", "error",
+    )  # fmt: skip
+
+    def __init__(
+        self, prev: JointSample, gap_ns: int, t: int, target: np.ndarray, controller,
+        train: bool, act: bool,
+    ) -> None:  # fmt: skip
+        self.gap_ns, self.after_index, self.t = gap_ns, prev.index, t
+        self.target, self.controller, self.train, self.act = target, controller, train, act
+        self.taken = self.done = False
+        self.state: JointSample | None = None
+        self.obs: np.ndarray | None = None
+        self.action: np.ndarray | None = None
+        self.reasons: tuple[str, ...] = ()
+        self.error: BaseException | None = None
+
+    def wants(self, sample: JointSample) -> bool:
+        return sample.time_ns >= self.gap_ns and sample.index > self.after_index
+
+
 class NafPolicy(LifecycleNode):
     """Lifecycle node running NAF episodes on one arm (simulated or real)."""
 
@@ -110,6 +145,10 @@ class NafPolicy(LifecycleNode):
         self.mode = declare(self, "mode", "lockstep")
         if self.mode not in MODES:
             raise ConfigError(f"mode: {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.mode == "realtime":
+            # A joint state wakes the executor thread while the worker may hold the GIL;
+            # the default 5 ms switch interval would then be the latency floor.
+            sys.setswitchinterval(0.0005)
         self.reset_mode = declare(self, "reset_mode", "service")
         if self.reset_mode not in RESET_MODES:
             raise ConfigError(f"reset_mode: {self.reset_mode!r} not in {RESET_MODES}")
@@ -118,7 +157,7 @@ class NafPolicy(LifecycleNode):
         self.controller_name = declare(self, "controller_name", "effort_controller")
         self.arm_index = int(declare(self, "arm_index", 0))
         self.wait_for_learner = float(declare(self, "wait_for_learner", 2.0))
-        self.max_learner_lag = int(declare(self, "max_learner_lag", 0))
+        self.max_learner_lag = int(declare(self, "max_learner_lag", 1))
         self.state_timeout = float(declare(self, "state_timeout", 5.0))
         self.reset_timeout = float(declare(self, "reset_timeout", 10.0))
         self.exit_when_done = bool(declare(self, "exit_when_done", True))
@@ -146,6 +185,8 @@ class NafPolicy(LifecycleNode):
             raise ConfigError("safe_initial_action_var: must be > 0")
         start = bool(declare(self, "autostart", True))
         self.diag = Diagnostics(self, float(declare(self, "diagnostics_period", 1.0)))
+        if self.mode == "realtime":
+            raise_priority(self, int(declare(self, "realtime_priority", 0)))
         self.exit_code = 0
         self.stop_event: threading.Event | None = None
         self.transition_error: str | None = None
@@ -166,6 +207,8 @@ class NafPolicy(LifecycleNode):
         self._ilqg_version = None
         self._weights_version = None
         self._latency_s: deque[float] = deque(maxlen=2000)
+        self._latency_cpu_s: deque[float] = deque(maxlen=2000)  # CPU share of the above
+        self._reflex: Reflex | None = None  # realtime: the step the next joint state takes
         self._cmd_lock = threading.Lock()  # a command and the e-stop's zero never interleave
         self._out_lock = threading.Lock()  # outbox + transition publisher
         self.outbox = Outbox(self.outbox_capacity)
@@ -223,6 +266,7 @@ class NafPolicy(LifecycleNode):
         seed = cfg.train.seed + self.arm_index
         self.rng = np.random.default_rng(seed)
         self.agent = NAFAgent(self.task.obs_dim, self.task.act_dim, cfg.agent, seed=seed)
+        self.actor = NumpyActor(self.agent.net)  # acting path; rebuilt on every new weight set
         ex = cfg.exploration
         self.noise = make_noise(
             ex.kind, self.task.act_dim, ex.scale, ex.ou_theta, self.rng, ex.precision_ema
@@ -459,6 +503,7 @@ class NafPolicy(LifecycleNode):
     # --- inputs (executor thread) -------------------------------------------------------------
     def _on_joint_state(self, msg: JointState) -> None:
         """Map by name; drop (and count) anything that cannot give all configured joints."""
+        recv = time.perf_counter()  # in-node latency counts the validation below too
         if not self.configured:
             return
         names = list(msg.name)
@@ -487,12 +532,38 @@ class NafPolicy(LifecycleNode):
             self.diag.reject("joint_state_non_finite")
             return
         stamp = stamp_to_ns(msg.header.stamp)
+        reflex = None
         with self._cond:
             self._js_count += 1
-            self._latest = JointSample(
+            sample = JointSample(
                 q, qd, stamp if stamp > 0 else time.monotonic_ns(), self._js_count, time.monotonic()
             )
-            self._latest_recv = time.perf_counter()
+            self._latest = sample
+            self._latest_recv = recv
+            if self._reflex is not None and self._reflex.wants(sample):
+                reflex, self._reflex = self._reflex, None
+                reflex.taken = True
+            else:  # when taken, the worker is woken once the command is out, not before:
+                self._cond.notify_all()  # a waking worker would compete for the GIL
+        if reflex is not None:
+            self._take_reflex(reflex, sample, recv)
+
+    def _take_reflex(self, reflex: Reflex, sample: JointSample, recv: float) -> None:
+        """Act on ``sample`` right here in the callback; the worker finishes the step."""
+        cpu = time.thread_time()
+        try:
+            reflex.state = sample
+            reflex.obs = self.task.observation(sample.q, sample.qd, reflex.target)
+            if reflex.act:
+                reflex.action, reflex.reasons = self._act_and_command(
+                    sample, reflex.obs, reflex.controller, reflex.t, reflex.train
+                )
+                self._latency_s.append(time.perf_counter() - recv)
+                self._latency_cpu_s.append(time.thread_time() - cpu)
+        except Exception as exc:  # noqa: BLE001 - handed to the worker, which stops safely
+            reflex.error = exc
+        with self._cond:
+            reflex.done = True
             self._cond.notify_all()
 
     def _on_target(self, msg: PointStamped) -> None:
@@ -514,6 +585,7 @@ class NafPolicy(LifecycleNode):
             version = arrays.pop("version", None)
             with self._agent_lock:
                 self.agent.load_weight_arrays(arrays)
+                self.actor = NumpyActor(self.agent.net)
         except (CodecError, ValueError) as exc:
             self.diag.reject("weights", str(exc)[:200])
             return
@@ -563,6 +635,8 @@ class NafPolicy(LifecycleNode):
                 raise CodecError("producers and per-producer columns differ in shape")
             lid = f.get("learner_id")
             lid = None if lid is None or lid.shape != () else float(lid)
+            if "updates" in f and f["updates"].shape != ():
+                raise CodecError(f"updates: shape {f['updates'].shape}, expected a scalar")
         except CodecError as exc:
             self.diag.reject("learner_progress", str(exc)[:200])
             return
@@ -909,31 +983,28 @@ class NafPolicy(LifecycleNode):
             self._save_state()  # before any transition: a restart continues after this one
         obs = self.task.observation(state.q, state.qd, target)
         total = 0.0
+        self._wait_for_learner()  # evaluation too: it must see the trained-on weights
+        action, reasons = self._act_and_command(state, obs, controller, 0, train)
         for t in range(self.T):
-            self._wait_for_learner()  # evaluation too: it must see the trained-on weights
-            recv = self._latest_recv
-            if controller is not None:
-                action = controller.act(t, obs, self.rng)
-            else:
-                with self._agent_lock:
-                    action = self.agent.act(obs, self.noise if train else None)
-            action = np.clip(np.nan_to_num(action, nan=0.0), -1.0, 1.0)
-            sent, reasons = self._publish_effort(self.task.effort_from_action(action), state)
             if ESTOP in reasons or WATCHDOG in reasons:
                 self._abort("estop" if ESTOP in reasons else "watchdog")
                 return None
-            if reasons:  # limited: learn from what the arm actually got
-                action = self.task.action_from_effort(sent)
-            if self.mode == "realtime":
-                self._latency_s.append(time.perf_counter() - recv)
-            nxt = self._next_state(state)
-            if nxt is None:
-                self._abort("no_state")
-                return None
+            last = t == self.T - 1
+            if self.mode == "realtime":  # the callback acts on the next state itself
+                step = self._next_reflex(state, target, controller, t + 1, train, act=not last)
+                if step is None:
+                    self._abort("no_state")
+                    return None
+                nxt, next_obs, next_action, next_reasons = step
+            else:
+                nxt = self._next_state(state)
+                if nxt is None:
+                    self._abort("no_state")
+                    return None
+                next_obs = self.task.observation(nxt.q, nxt.qd, target)
             if self.envelope.estopped:  # engaged during the step: this one is not clean
                 self._abort("estop")
                 return None
-            next_obs = self.task.observation(nxt.q, nxt.qd, target)
             reward = float(self.task.reward(obs, action))
             if train:
                 if self._first_episode is None:
@@ -949,7 +1020,7 @@ class NafPolicy(LifecycleNode):
                         reward=reward,
                         next_obs=next_obs,
                         terminal=False,
-                        truncated=t == self.T - 1,
+                        truncated=last,
                         controller=CONTROLLER_ILQG if controller is not None else CONTROLLER_POLICY,
                     ),
                     self.seq,
@@ -957,12 +1028,81 @@ class NafPolicy(LifecycleNode):
                 self.seq += 1
                 self.env_steps += 1
             total += reward
+            if not last and self.mode != "realtime":
+                self._wait_for_learner()
+                next_action, next_reasons = self._act_and_command(
+                    nxt, next_obs, controller, t + 1, train
+                )
             obs, state = next_obs, nxt
+            if not last:
+                action, reasons = next_action, next_reasons
         if self.mode == "realtime":
             self._send_zero()  # between episodes a real arm must not keep the last torque
         self._update_diag_values()
         tip = float(self.task.tip_distance(obs))
         return total, tip, "ilqg" if controller is not None else "policy"
+
+    def _act_and_command(
+        self, state: JointSample, obs: np.ndarray, controller, t: int, train: bool
+    ) -> tuple[np.ndarray, tuple[str, ...]]:
+        """Policy (or iLQG) action through the envelope onto the wire.
+
+        Returns the action to learn from (what the arm actually got when limited) and the
+        envelope's reasons.
+        """
+        if controller is not None:
+            action = controller.act(t, obs, self.rng)
+        else:
+            with self._agent_lock:
+                actor = self.actor
+            action = actor.act(obs, self.noise if train else None)
+        action = np.clip(np.nan_to_num(action, nan=0.0), -1.0, 1.0)
+        sent, reasons = self._publish_effort(self.task.effort_from_action(action), state)
+        if reasons and not (ESTOP in reasons or WATCHDOG in reasons):
+            action = self.task.action_from_effort(sent)
+        return action, reasons
+
+    def _next_reflex(
+        self, prev: JointSample, target: np.ndarray, controller, t: int, train: bool, act: bool
+    ) -> tuple[JointSample, np.ndarray, np.ndarray | None, tuple[str, ...]] | None:
+        """Realtime: arm a :class:`Reflex` for the state after ``prev`` and wait for it.
+
+        Returns (state, obs, action, reasons), or None when no state came in time. A state
+        that arrived before the reflex was armed is taken here, in the worker.
+        """
+        reflex = Reflex(
+            prev, prev.time_ns + int(0.75 * self.control_dt * 1e9), t, target, controller, train,
+            act,
+        )  # fmt: skip
+        with self._cond:
+            late = self._latest if self._latest is not None and reflex.wants(self._latest) else None
+            if late is None:
+                self._reflex = reflex
+            else:
+                reflex.taken = True
+        if late is not None:
+            self._take_reflex(reflex, late, self._latest_recv)
+        try:
+            ok = self._wait(lambda: reflex.done, self.state_timeout)
+            if not ok:
+                with self._cond:
+                    if not reflex.taken:
+                        self._reflex = None
+                if reflex.taken:  # taken just now: it finishes within one callback
+                    ok = self._wait(lambda: reflex.done, self.state_timeout)
+        finally:
+            with self._cond:
+                if self._reflex is reflex:
+                    self._reflex = None
+        if not ok:
+            self.diag.values["state_timeouts"] = self.diag.values.get("state_timeouts", 0) + 1
+            self.get_logger().warning(
+                f"no joint state within {self.state_timeout} s", throttle_duration_sec=5.0
+            )
+            return None
+        if reflex.error is not None:
+            raise reflex.error
+        return reflex.state, reflex.obs, reflex.action, reflex.reasons
 
     def _update_diag_values(self) -> None:
         v = self.diag.values
@@ -982,6 +1122,10 @@ class NafPolicy(LifecycleNode):
             lat = np.asarray(self._latency_s) * 1e3
             v["state_to_command_ms_p50"] = round(float(np.percentile(lat, 50)), 3)
             v["state_to_command_ms_p99"] = round(float(np.percentile(lat, 99)), 3)
+        if self._latency_cpu_s:
+            cpu = np.asarray(self._latency_cpu_s) * 1e3
+            v["state_to_command_cpu_ms_p50"] = round(float(np.percentile(cpu, 50)), 3)
+            v["state_to_command_cpu_ms_p99"] = round(float(np.percentile(cpu, 99)), 3)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,6 +44,7 @@ from naf_ros.ros.common import (  # noqa: F401  (re-exported for existing import
     episode_steps,
     guarded,
     ns_to_stamp,
+    raise_priority,
     reacher_env_kwargs,
     run_node,
     stamp_to_ns,
@@ -76,6 +77,8 @@ class SimBridge(LifecycleNode):
         self.publish_clock = bool(declare(self, "publish_clock", True))
         start = bool(declare(self, "autostart", True))
         self.diag = Diagnostics(self, float(declare(self, "diagnostics_period", 1.0)))
+        if self.mode == "realtime":  # the arm's clock: a real driver runs SCHED_FIFO too
+            raise_priority(self, int(declare(self, "realtime_priority", 0)))
         self.env = None
         self.active = False
         self.paused = False

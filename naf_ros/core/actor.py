@@ -1,0 +1,83 @@
+"""μ(x) and L(x) of a :class:`~naf_ros.core.networks.NAFNetwork` in plain numpy.
+
+Why: acting evaluates one state at a time, and for a 2×200 network torch's per-operator
+dispatch costs several times the arithmetic (about 0.3 ms against 0.03 ms here). A node that
+must answer a joint state within a control period acts through this snapshot; learning stays
+in torch. Only the trunks an output needs are evaluated (μ alone for OU/Gaussian noise).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import nn
+
+from naf_ros.core.networks import GroupedBatchNorm, GroupedLinear, NAFNetwork
+
+V, MU, L = 0, 1, 2  # head order in NAFNetwork
+
+
+class NumpyActor:
+    """A read-only float64 copy of a network's weights, evaluated in eval mode.
+
+    Batch norm uses its running statistics, exactly as ``NAFAgent.act`` does. Build a new one
+    whenever the network's weights change.
+    """
+
+    def __init__(self, net: NAFNetwork) -> None:
+        self.act_dim = net.act_dim
+        self.max_log_diag = net.max_log_diag
+        self.n_trunks = net.n_trunks
+        self._layers: list[tuple[str, tuple[np.ndarray, ...]]] = []
+        for layer in net.trunk:
+            if isinstance(layer, GroupedLinear):
+                self._layers.append(("linear", (_np(layer.weight), _np(layer.bias)[:, 0, :])))
+            elif isinstance(layer, GroupedBatchNorm):
+                bn, g, w = layer.bn, layer.groups, layer.width
+                scale = _np(bn.weight) / np.sqrt(_np(bn.running_var) + bn.eps)
+                shift = _np(bn.bias) - _np(bn.running_mean) * scale
+                self._layers.append(("affine", (scale.reshape(g, w), shift.reshape(g, w))))
+            elif isinstance(layer, nn.ReLU):
+                self._layers.append(("relu", ()))
+            else:  # a new layer type must be taught here, not silently skipped
+                raise TypeError(f"NumpyActor: unsupported layer {type(layer).__name__}")
+        self._head_w = _np(net.heads.weight)
+        self._head_b = _np(net.heads.bias)[:, 0, :]
+        self._n_l = net.head_sizes[L]
+        self._rows, self._cols = np.tril_indices(self.act_dim)
+        self._diag = self._rows == self._cols
+
+    def _head(self, obs: np.ndarray, head: int) -> np.ndarray:
+        g = 0 if self.n_trunks == 1 else head
+        h = obs
+        for kind, params in self._layers:
+            if kind == "linear":
+                h = h @ params[0][g] + params[1][g]
+            elif kind == "affine":
+                h = h * params[0][g] + params[1][g]
+            else:
+                h = np.maximum(h, 0.0)
+        return h @ self._head_w[head] + self._head_b[head]
+
+    def mu(self, obs: np.ndarray) -> np.ndarray:
+        out = self._head(np.asarray(obs, np.float64), MU)
+        return np.tanh(out[: self.act_dim])
+
+    def lower(self, obs: np.ndarray) -> np.ndarray:
+        raw = self._head(np.asarray(obs, np.float64), L)[: self._n_l]
+        b = self.max_log_diag
+        entries = np.where(self._diag, np.exp(b * np.tanh(raw / b)), raw)
+        out = np.zeros((self.act_dim, self.act_dim))
+        out[self._rows, self._cols] = entries
+        return out
+
+    def act(self, obs: np.ndarray, noise=None) -> np.ndarray:
+        """μ(x) (+ noise), clipped to [-1, 1]: the same contract as ``NAFAgent.act``."""
+        mu = self.mu(obs)
+        if noise is not None:
+            lower = self.lower(obs) if getattr(noise, "uses_lower", False) else None
+            mu = mu + noise.sample(lower)
+        return np.clip(mu, -1.0, 1.0)
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float64)
