@@ -120,7 +120,11 @@ def test_two_arms_full_graph(tmp_path):
     tr = [decode_transition(m, OBS, ACT) for m in msgs]
     for producer in (0, 1):
         mine = [t for t in tr if t["producer"] == producer]
-        assert [t["seq"] for t in mine] == list(range(episodes * T)), "gap in transitions"
+        seqs = [t["seq"] for t in mine]
+        # Re-sends from the outbox (a learner slow to acknowledge under load) may repeat a
+        # sequence number on the wire; the learner drops them. A gap is what must not happen.
+        assert sorted(set(seqs)) == list(range(episodes * T)), "gap in transitions"
+        assert len(seqs) - len(set(seqs)) <= len(seqs) // 2, "re-sends beyond the outbox batch"
         assert [t["episode"] for t in mine] == [e for e in range(episodes) for _ in range(T)]
     for arm in cmd_msgs:
         assert arm, "each arm must be commanded"
