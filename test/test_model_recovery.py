@@ -127,7 +127,7 @@ def test_fitter_and_explorer_resume_after_sigkill_and_from_prev(tmp_path):
         # They carry on: v2 from the prior with both batches and a step from controller v1.
         assert probe.wait_for_subscribers(pub, 1, 40)
         producer.send(X[N_FIT:], U[N_FIT:], R[N_FIT:])
-        assert models.wait_until(lambda m: int(unpack_arrays(m[-1])["version"]) == 2, 40)
+        assert models.wait_until(lambda m: int(unpack_arrays(m[-1])["version"]) == 2, 90)
         assert ctrls.wait_until(lambda m: int(unpack_arrays(m[-1])["version"]) == 2, 60)
         assert wait_until(lambda: values("dynamics_fitter").get("prior_episodes") == "6", 10)
         fit_vals = values("dynamics_fitter")
