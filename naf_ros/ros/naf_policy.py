@@ -720,12 +720,15 @@ class NafPolicy(LifecycleNode):
             self.state_timeout,
         )
         if not ok:
-            self.diag.values["state_timeouts"] = self.diag.values.get("state_timeouts", 0) + 1
-            self.get_logger().warning(
-                f"no joint state within {self.state_timeout} s", throttle_duration_sec=5.0
-            )
+            self._count_state_timeout()
             return None
         return self._latest
+
+    def _count_state_timeout(self) -> None:
+        self.diag.values["state_timeouts"] = self.diag.values.get("state_timeouts", 0) + 1
+        self.get_logger().warning(
+            f"no joint state within {self.state_timeout} s", throttle_duration_sec=5.0
+        )
 
     def _wait_for_learner(self) -> None:
         """Lockstep UTD parity: act only once the learner has trained on our last transition."""
@@ -1095,10 +1098,7 @@ class NafPolicy(LifecycleNode):
                 if self._reflex is reflex:
                     self._reflex = None
         if not ok:
-            self.diag.values["state_timeouts"] = self.diag.values.get("state_timeouts", 0) + 1
-            self.get_logger().warning(
-                f"no joint state within {self.state_timeout} s", throttle_duration_sec=5.0
-            )
+            self._count_state_timeout()
             return None
         if reflex.error is not None:
             raise reflex.error
