@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
@@ -244,3 +245,20 @@ def test_valid_messages_still_decode():
         check_decoded(tr, obs_dim, act_dim)
         assert tr["seq"] == fields["seq"] and tr["terminal"] == fields["terminal"]
         np.testing.assert_array_equal(tr["obs"], fields["obs"])
+
+
+def test_fractional_version_and_nonzero_data_offset_are_refused():
+    """int() truncation must not let version 1.5 pass, and a data_offset we never write is
+    a message we cannot interpret."""
+    fields, obs_dim, act_dim = valid_fields(np.random.default_rng(7))
+    msg = encode_transition(**fields)
+    version_dim = next(d for d in msg.layout.dim if d.label.startswith("version:"))
+    data = np.asarray(msg.data, dtype=np.float64)
+    data[version_dim.stride] = 1.5
+    msg.data = data
+    with pytest.raises(CodecError, match="version"):
+        decode_transition(msg, obs_dim, act_dim)
+    shifted = encode_transition(**fields)
+    shifted.layout.data_offset = 1
+    with pytest.raises(CodecError, match="data_offset"):
+        unpack_arrays(shifted)

@@ -156,6 +156,7 @@ REASONS: dict[tuple[str, str], frozenset[str]] = {
             "joint_state_duplicate_name",
             "joint_state_missing_joint",
             "joint_state_non_finite",
+            "joint_state_implausible",
         }
     ),
     ("target", "naf_policy"): frozenset({"target_non_finite"}),

@@ -177,13 +177,26 @@ def test_lockstep_episodes_weights_learner_wait_and_bad_input(lease, tmp_path):
             )
         )
         bad_states.append(JointState())
-        for m in bad_states:
+        # Finite but absurd: a position far past the hard range, a speed no arm reaches.
+        bad_states.append(
+            JointState(
+                name=["joint1", "joint2", "joint3"], position=[0.0, 1e308, 0.0], velocity=[0.0] * 3
+            )
+        )
+        bad_states.append(
+            JointState(
+                name=["joint1", "joint2", "joint3"], position=[0.0] * 3, velocity=[0.0, 0.0, 1e3]
+            )
+        )
+        for m in bad_states:  # paced: the policy keeps only the newest joint state
             js_pub.publish(m)
+            time.sleep(0.05)
         for reason, n in [
             ("joint_state_missing_joint", 2),
             ("joint_state_length", 1),
             ("joint_state_non_finite", 1),
             ("joint_state_no_names", 1),
+            ("joint_state_implausible", 2),
         ]:
             wait_rejected(diag, "naf_policy", reason, n)
         # Latched topics keep only the newest message: inject one at a time.

@@ -21,6 +21,7 @@ from naf_ros.core.safety import (
     WATCHDOG,
     SafetyEnvelope,
     SafetyLimits,
+    StatePlausibility,
 )
 from naf_ros.envs.task import ArmModel
 
@@ -360,3 +361,19 @@ def test_from_dict_errors_are_one_line(data, message):
     text = str(err.value)
     assert "\n" not in text
     assert text.startswith(message), text
+
+
+def test_state_plausibility_bounds_positions_and_speeds():
+    """Hard range ± slack for limited joints, a wide bound for continuous ones, a speed cap;
+    each refusal names the joint."""
+    check = StatePlausibility(
+        lower=(-math.inf, -2.8), upper=(math.inf, 2.8), position_slack=0.5, max_velocity=100.0
+    )
+    assert check.check(np.array([50.0, 3.29]), np.array([-99.0, 99.0])) is None
+    assert "joint 1 position" in check.check(np.array([0.0, 3.31]), np.zeros(2))
+    assert "joint 1 position" in check.check(np.array([0.0, -3.31]), np.zeros(2))
+    assert "joint 0 position" in check.check(np.array([1e308, 0.0]), np.zeros(2))
+    assert "joint 0 speed" in check.check(np.zeros(2), np.array([-100.5, 0.0]))
+    assert check.check(np.array([np.nan, 0.0]), np.zeros(2)) == "non-finite joint state"
+    with pytest.raises(ValueError, match="max_velocity"):
+        StatePlausibility(lower=(0.0,), upper=(1.0,), max_velocity=math.inf)

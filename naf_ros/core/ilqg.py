@@ -526,8 +526,11 @@ class ILQGOptimizer:
         mean_ret = float(np.mean(returns)) if returns is not None else self._mean_return(X, U)
         actual = pred_prev = float("nan")
         mult = 1.0
-        if (self._last is not None and np.isfinite(mean_ret)
-                and np.isfinite(self._last["mean_return"])):
+        if (
+            self._last is not None
+            and np.isfinite(mean_ret)
+            and np.isfinite(self._last["mean_return"])
+        ):
             pred_prev = self._last["predicted"]
             actual = mean_ret - self._last["mean_return"]
             if pred_prev > 1e-12:

@@ -4,8 +4,9 @@ Every structured payload (transitions, weights, fitted models, controllers) trav
 standard ``Float64MultiArray``/``Float32MultiArray`` so ``ros2 topic echo``, rqt and rosbag2
 need no custom interfaces. Each field is one ``MultiArrayDimension``: ``label`` is
 ``name:shape`` (e.g. ``F:50x13x16``), ``size`` its element count and ``stride`` its offset
-into ``data``. ``data_offset`` is unused (0). Decoding checks labels, sizes, offsets and
-finiteness and raises :class:`CodecError` instead of handing garbage on.
+into ``data``. ``data_offset`` is always 0 (a message with another value is refused).
+Decoding checks labels, sizes, offsets and finiteness and raises :class:`CodecError`
+instead of handing garbage on.
 
 This module imports only message classes; it has no node logic.
 """
@@ -68,6 +69,8 @@ def unpack_arrays(
     msg, expected: Mapping[str, tuple[int, ...] | None] | None = None, finite: bool = True
 ) -> dict[str, np.ndarray]:
     """Inverse of :func:`pack_arrays`. ``expected`` maps names to shapes (None = any shape)."""
+    if msg.layout.data_offset != 0:
+        raise CodecError(f"data_offset {msg.layout.data_offset}, expected 0")
     data = np.asarray(msg.data, dtype=np.float64)
     out: dict[str, np.ndarray] = {}
     for dim in msg.layout.dim:
@@ -150,7 +153,7 @@ def encode_transition(
 def decode_transition(msg, obs_dim: int, act_dim: int) -> dict:
     """Decode and validate a transition; integers come back as ints, flags as bools."""
     fields = unpack_arrays(msg, transition_fields(obs_dim, act_dim))
-    if int(fields["version"]) != TRANSITION_SCHEMA_VERSION:
+    if float(fields["version"]) != TRANSITION_SCHEMA_VERSION:
         raise CodecError(
             f"transition schema version {fields['version']}, expected {TRANSITION_SCHEMA_VERSION}"
         )

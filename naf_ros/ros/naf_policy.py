@@ -56,7 +56,13 @@ from std_srvs.srv import Trigger
 
 from naf_ros.config import ConfigError
 from naf_ros.core.actor import NumpyActor
-from naf_ros.core.safety import ESTOP, WATCHDOG, SafetyEnvelope, SafetyLimits
+from naf_ros.core.safety import (
+    ESTOP,
+    WATCHDOG,
+    SafetyEnvelope,
+    SafetyLimits,
+    StatePlausibility,
+)
 from naf_ros.ros import qos
 from naf_ros.ros.codec import (
     CONTROLLER_ILQG,
@@ -159,6 +165,10 @@ class NafPolicy(LifecycleNode):
         self.wait_for_learner = float(declare(self, "wait_for_learner", 2.0))
         self.max_learner_lag = int(declare(self, "max_learner_lag", 1))
         self.state_timeout = float(declare(self, "state_timeout", 5.0))
+        # Finite but absurd joint states (a broken driver) are refused like NaN ones: a
+        # position this far (rad) outside the joint's hard range, or a speed above this.
+        self.plausible_position_slack = float(declare(self, "plausible_position_slack", 0.5))
+        self.plausible_velocity = float(declare(self, "plausible_velocity", 100.0))
         self.reset_timeout = float(declare(self, "reset_timeout", 10.0))
         self.exit_when_done = bool(declare(self, "exit_when_done", True))
         # At start, wait (up to startup_timeout s) until these nodes subscribe to
@@ -262,6 +272,14 @@ class NafPolicy(LifecycleNode):
 
             self.default_target = np.asarray(FIXED_TARGET, dtype=float)
         self.envelope = SafetyEnvelope(self._safety_limits())
+        try:
+            self.plausibility = StatePlausibility.from_arm(
+                self.arm,
+                position_slack=self.plausible_position_slack,
+                max_velocity=self.plausible_velocity,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         torch.set_num_threads(cfg.train.torch_threads)
         seed = cfg.train.seed + self.arm_index
         self.rng = np.random.default_rng(seed)
@@ -530,6 +548,10 @@ class NafPolicy(LifecycleNode):
         qd = np.asarray(msg.velocity, dtype=float)[idx]
         if not (np.isfinite(q).all() and np.isfinite(qd).all()):
             self.diag.reject("joint_state_non_finite")
+            return
+        implausible = self.plausibility.check(q, qd)
+        if implausible is not None:
+            self.diag.reject("joint_state_implausible", implausible)
             return
         stamp = stamp_to_ns(msg.header.stamp)
         reflex = None
