@@ -127,9 +127,12 @@ def bench_naf(args) -> dict:
     for env_id, base in envs.items():
         jobs = []
         for seed in range(args.seeds):
+            agent = {"hidden": args.hidden}
+            if args.gamma is not None:
+                agent["gamma"] = args.gamma
             cfg = {
                 "env": base["env"],
-                "agent": {"hidden": args.hidden},
+                "agent": agent,
                 "exploration": {"kind": args.exploration, "scale": args.noise},
                 "train": {**base["train"], "seed": seed, "eval_episodes": 5, "progress": False},
             }
@@ -162,8 +165,10 @@ def bench_model_based(args) -> dict:
     for label in variants:
         mb = dict(MODEL_BASED_VARIANTS[label])
         if mb.get("enabled"):
+            # None = the paper's I·l updates from R_f per real step.
             mb["imagination_updates_per_step"] = args.imagination_updates
             mb["rollout_length"] = args.rollout_length
+            mb["imagination_off_after"] = args.imagination_off_after
         for seed in range(args.seeds):
             cfg = {
                 "env": {"id": REACHER_FIXED},
@@ -300,7 +305,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--exploration", default="ou")
     parser.add_argument("--noise", type=float, default=0.3)
-    parser.add_argument("--imagination-updates", type=int, default=5)
+    parser.add_argument("--gamma", type=float, default=None, help="naf suite: discount")
+    parser.add_argument(
+        "--imagination-updates",
+        type=lambda v: None if v == "paper" else int(v),
+        default=5,
+        help="model-based: updates from R_f per real step ('paper' = I·l)",
+    )
+    parser.add_argument(
+        "--imagination-off-after",
+        type=int,
+        default=None,
+        help="model-based: switch imagination rollouts off after this many episodes",
+    )
     parser.add_argument("--rollout-length", type=int, default=5)
     parser.add_argument(
         "--envs",

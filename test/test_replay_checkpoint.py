@@ -21,6 +21,18 @@ def test_replay_rejects_and_counts_non_finite():
     assert n == 2 and buf.rejected == 5 and len(buf) == 3
 
 
+def test_replay_refuses_finite_values_beyond_float32():
+    """R is float32: 1e39 would be stored as inf and poison every target that samples it."""
+    buf = ReplayBuffer(2, 1, 10)
+    assert not buf.add([1e39, 0], [0], 1.0, [1, 1], False)
+    assert not buf.add([0, 0], [0], -1e300, [1, 1], False)
+    assert buf.add([3e38, 0], [0], 1.0, [1, 1], False)  # just inside float32 range
+    n = buf.add_batch(
+        np.zeros((3, 2)), np.zeros((3, 1)), [1, 2, 3], [[0, 0], [0, 1e40], [0, 0]], [0, 0, 0]
+    )
+    assert n == 2 and buf.rejected == 3 and np.isfinite(buf.next_obs[: len(buf)]).all()
+
+
 def test_replay_ring_and_state_round_trip():
     buf = ReplayBuffer(1, 1, 5)
     for i in range(8):
@@ -62,3 +74,9 @@ def test_damaged_checkpoint_is_a_clear_error(tmp_path, damage):
     with pytest.raises(CheckpointError) as exc:
         load_checkpoint(path)
     assert "\n" not in str(exc.value) and str(path) in str(exc.value)
+
+
+def test_replay_add_batch_of_nothing():
+    buf = ReplayBuffer(2, 1, 10)
+    assert buf.add_batch(np.zeros((0, 2)), np.zeros((0, 1)), [], np.zeros((0, 2)), []) == 0
+    assert len(buf) == 0 and buf.rejected == 0

@@ -5,10 +5,24 @@ from __future__ import annotations
 import numpy as np
 
 FIELDS = ("obs", "action", "reward", "next_obs", "terminal", "step")
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+def storable(*values) -> bool:
+    """Finite and inside float32 range: a finite double beyond it would be inf in R."""
+    with np.errstate(invalid="ignore"):
+        return all((np.abs(np.asarray(v, np.float64)) <= F32_MAX).all() for v in values)
+
+
+def _storable_rows(values: np.ndarray) -> np.ndarray:
+    arr = np.asarray(values, np.float64)
+    with np.errstate(invalid="ignore"):  # NaN compares False: rejected like inf
+        return (np.abs(arr) <= F32_MAX).all(axis=tuple(range(1, arr.ndim)))
 
 
 class ReplayBuffer:
-    """Stores (x, u, r, x', terminal, t); rejects non-finite transitions and counts them.
+    """Stores (x, u, r, x', terminal, t) as float32; rejects (and counts) transitions that are
+    non-finite or beyond float32 range.
 
     ``terminal`` is 1 only for true terminal states; a time-limit truncation is stored as 0
     so that the target bootstraps through it.
@@ -31,7 +45,7 @@ class ReplayBuffer:
         return self.size
 
     def add(self, obs, action, reward, next_obs, terminal: bool, step: int = 0) -> bool:
-        """Append one transition; returns False (and counts it) if anything is non-finite."""
+        """Append one transition; returns False (and counts it) if it is not storable."""
         obs = np.asarray(obs, np.float64)
         action = np.asarray(action, np.float64)
         next_obs = np.asarray(next_obs, np.float64)
@@ -39,8 +53,7 @@ class ReplayBuffer:
             obs.shape != (self.obs_dim,)
             or next_obs.shape != (self.obs_dim,)
             or action.shape != (self.act_dim,)
-            or not (np.isfinite(obs).all() and np.isfinite(action).all())
-            or not (np.isfinite(next_obs).all() and np.isfinite(reward))
+            or not storable(obs, action, next_obs, reward)
         ):
             self.rejected += 1
             return False
@@ -53,16 +66,16 @@ class ReplayBuffer:
         return True
 
     def add_batch(self, obs, action, reward, next_obs, terminal, step=None) -> int:
-        """Vectorised add (imagination rollouts); non-finite rows are dropped and counted."""
+        """Vectorised add (imagination rollouts); unstorable rows are dropped and counted."""
         obs, action, next_obs = (np.asarray(a, np.float64) for a in (obs, action, next_obs))
         reward = np.asarray(reward, np.float64).reshape(-1)
         terminal = np.asarray(terminal, np.float64).reshape(-1)
         step = np.zeros(len(reward), np.int32) if step is None else np.asarray(step).reshape(-1)
         ok = (
-            np.isfinite(obs).all(1)
-            & np.isfinite(action).all(1)
-            & np.isfinite(next_obs).all(1)
-            & np.isfinite(reward)
+            _storable_rows(obs)
+            & _storable_rows(action)
+            & _storable_rows(next_obs)
+            & _storable_rows(reward)
         )
         self.rejected += int((~ok).sum())
         idx = np.flatnonzero(ok)

@@ -53,7 +53,7 @@ from naf_ros.core.dynamics import LinearGaussianDynamics
 from naf_ros.core.episodes import GAP, RESTART, StateBuffer
 from naf_ros.core.imagination import imagine
 from naf_ros.core.naf import NAFAgent
-from naf_ros.core.replay import ReplayBuffer
+from naf_ros.core.replay import ReplayBuffer, storable
 from naf_ros.ros import qos
 from naf_ros.ros.codec import CodecError, pack_arrays, unpack_arrays
 from naf_ros.ros.common import (  # noqa: F401  (topic names re-exported)
@@ -79,13 +79,11 @@ CHECKPOINT_NAME = "learner_checkpoint.pt"
 CHECKPOINT_KIND = "naf_ros-learner"
 MAX_BATCH = 2000  # transitions drained per worker iteration (bounds progress latency)
 BAG_PREFIX = "transitions"
-F32_MAX = float(np.finfo(np.float32).max)
 
 
 def fits_replay(tr: dict) -> bool:
-    """R stores float32: a finite double beyond its range would be inf there."""
-    big = max(float(np.abs(tr["obs"]).max()), float(np.abs(tr["next_obs"]).max()))
-    return max(big, abs(tr["reward"])) <= F32_MAX
+    """Refused here (and counted on /diagnostics) rather than silently by R."""
+    return storable(tr["obs"], tr["action"], tr["next_obs"], tr["reward"])
 
 
 # --- learning state (no ROS) ------------------------------------------------------------------
@@ -171,16 +169,8 @@ class Learner:
         )
         if not len(batch["reward"]):
             return 0
-        # R_f stores float32: a model fitted on wild (finite) data can roll out to doubles
-        # beyond its range, which would be inf there; drop them as non-finite.
-        with np.errstate(invalid="ignore"):
-            rows = [np.abs(batch[k]).reshape(len(batch["reward"]), -1) <= F32_MAX
-                    for k in ("obs", "action", "reward", "next_obs")]  # fmt: skip
-        keep = np.all(np.concatenate(rows, axis=1), axis=1)
-        if not keep.all():
-            self.fictional.rejected += int((~keep).sum())
-            batch = {k: np.asarray(v)[keep] for k, v in batch.items()}
-        # An imagined rollout's end is a truncation, not a terminal: targets bootstrap.
+        # An imagined rollout's end is a truncation, not a terminal: targets bootstrap. A
+        # model fitted on wild (finite) data can roll out beyond float32: R_f drops those rows.
         added = self.fictional.add_batch(
             batch["obs"],
             batch["action"],
