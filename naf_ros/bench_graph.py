@@ -44,8 +44,8 @@ import numpy as np
 import yaml
 
 from naf_ros.config import SECTIONS, Config, config_from_dict
+from naf_ros.proc_group import PACKAGE_ROOT, ros_child_env, spawn_group, stop_group
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("throughput", "latency", "arms", "curve")
 LOCK_DIR = Path(tempfile.gettempdir()) / "naf_ros_test_domains"  # shared with test/rosutil.py
 PROGRESS_TOPIC = "/naf/learner_progress"
@@ -226,24 +226,9 @@ class GraphRun:
 
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env["ROS_DOMAIN_ID"] = str(self.domain_id)
-        env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-        env.pop("ROS_STATIC_PEERS", None)
-        paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-        env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_ROOT), *paths])
-        env["PYTHONUNBUFFERED"] = "1"
-        env.setdefault("OMP_NUM_THREADS", "1")
         self._log = open(self.run_dir / "launch.out", "wb")
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            self.cmd,
-            env=env,
-            cwd=str(PACKAGE_ROOT),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.proc = spawn_group(self.cmd, ros_child_env(self.domain_id), self._log)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -291,33 +276,11 @@ class GraphRun:
         """SIGINT to the launcher (it stops the nodes in order), then SIGKILL the group."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                self._kill_group()
-                self.proc.wait(10)
-        deadline = time.monotonic() + 5.0
-        while self._group_alive() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if self._group_alive():
-            self._kill_group()
+        code = stop_group(self.proc, grace)
         if self._log is not None:
             self._log.close()
             self._log = None
-        return self.proc.returncode
-
-    def _group_alive(self) -> bool:
-        try:
-            os.killpg(self.proc.pid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-
-    def _kill_group(self) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        return code
 
     def tail(self, lines: int = 20) -> str:
         try:
@@ -909,27 +872,8 @@ def _echo_responder() -> int:
 
 
 def _spawn(cmd: list[str], domain_id: int, log_path: Path) -> subprocess.Popen:
-    env = dict(os.environ)
-    env.update(ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-    env.pop("ROS_STATIC_PEERS", None)
-    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_ROOT), *paths])
-    env.setdefault("OMP_NUM_THREADS", "1")
     with open(log_path, "wb") as log:
-        return subprocess.Popen(
-            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        return spawn_group(cmd, ros_child_env(domain_id), log)
 
 
 def latency_reference(args: argparse.Namespace, samples: int, period_ns: int) -> dict:
@@ -970,7 +914,7 @@ def latency_reference(args: argparse.Namespace, samples: int, period_ns: int) ->
             }
     finally:
         for proc in procs:
-            _stop(proc)
+            stop_group(proc, 15.0)
         if probe is not None:
             probe.close()
         lease.release()

@@ -1,0 +1,78 @@
+"""Child processes that are started and stopped as one process group.
+
+Benchmarks run graphs and helper nodes as children in their own session, so a crashed run
+can never leave a node publishing into the next one: stop sends SIGINT first (a Ctrl-C, which
+every node turns into zero effort and a checkpoint), then SIGKILLs whatever of the group is
+left after the grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def ros_child_env(domain_id: int) -> dict[str, str]:
+    """This environment, isolated on ``domain_id`` (localhost discovery, no static peers),
+    with this package importable and single-threaded BLAS."""
+    env = dict(os.environ)
+    env["ROS_DOMAIN_ID"] = str(domain_id)
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env.pop("ROS_STATIC_PEERS", None)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_ROOT), *paths])
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def spawn_group(cmd: list[str], env: dict[str, str], log) -> subprocess.Popen:
+    """Start ``cmd`` as the leader of a new process group, output to the open file ``log``."""
+    return subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=str(PACKAGE_ROOT),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def group_alive(proc: subprocess.Popen) -> bool:
+    try:
+        os.killpg(proc.pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def stop_group(proc: subprocess.Popen, grace: float, linger: float = 5.0) -> int | None:
+    """SIGINT the leader and wait up to ``grace`` s; then SIGKILL the group if the leader or,
+    after ``linger`` s more, any member is still up. Returns the leader's exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+            proc.wait(10)
+    deadline = time.monotonic() + linger
+    while group_alive(proc) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if group_alive(proc):
+        kill_group(proc)
+        deadline = time.monotonic() + 2.0  # until the killed members are reaped
+        while group_alive(proc) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return proc.returncode
