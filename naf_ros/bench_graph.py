@@ -45,6 +45,7 @@ import yaml
 
 from naf_ros.config import SECTIONS, Config, config_from_dict
 from naf_ros.proc_group import PACKAGE_ROOT, ros_child_env, spawn_group, stop_group
+from naf_ros.ros.background import BackgroundNode
 
 PARTS = ("throughput", "latency", "arms", "curve")
 LOCK_DIR = Path(tempfile.gettempdir()) / "naf_ros_test_domains"  # shared with test/rosutil.py
@@ -310,7 +311,7 @@ class Series:
             return self.values[-1] if self.values else None
 
 
-class Probe:
+class Probe(BackgroundNode):
     """An rclpy node in its own context on the run's domain, spinning in a thread.
 
     Timing uses the publisher's source stamp and the DDS reception stamp (rmw MessageInfo),
@@ -318,34 +319,7 @@ class Probe:
     """
 
     def __init__(self, domain_id: int) -> None:
-        import rclpy
-        from rclpy.context import Context
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.node import Node
-        from rclpy.signals import SignalHandlerOptions
-
-        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-        os.environ.pop("ROS_STATIC_PEERS", None)
-        self._rclpy = rclpy
-        self.context = Context()
-        rclpy.init(
-            context=self.context,
-            domain_id=domain_id,
-            signal_handler_options=SignalHandlerOptions.NO,
-        )
-        self.node = Node("naf_bench_probe", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # noqa: BLE001 - the context is going down
-                return
+        super().__init__("naf_bench_probe", domain_id)
 
     def record(self, msg_type, topic: str, qos, convert: Callable[[Any], Any]) -> Series:
         series = Series()
@@ -361,14 +335,6 @@ class Probe:
 
         self.node.create_subscription(msg_type, topic, callback, qos)
         return series
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        if self.context.ok():
-            self._rclpy.shutdown(context=self.context)
 
 
 def _progress_value(msg) -> tuple[float, float]:

@@ -34,8 +34,9 @@ from typing import Any
 import yaml
 
 from naf_ros.config import ConfigError, config_from_dict
+from naf_ros.proc_group import PACKAGE_ROOT, ros_child_env
+from naf_ros.ros.background import BackgroundNode
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 NODES = (
     "sim_bridge",
     "naf_policy",
@@ -213,18 +214,7 @@ class Child:
 
 def child_env(domain_id: int | None) -> dict[str, str]:
     """Environment of every node: loopback-only discovery, this package importable."""
-    env = dict(os.environ)
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env.pop("ROS_STATIC_PEERS", None)
-    if domain_id is not None:
-        env["ROS_DOMAIN_ID"] = str(domain_id)
-    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if str(PACKAGE_ROOT) not in paths:
-        paths.insert(0, str(PACKAGE_ROOT))
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    env["PYTHONUNBUFFERED"] = "1"
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return env
+    return ros_child_env(domain_id)
 
 
 def node_available(node: str) -> bool:
@@ -295,17 +285,12 @@ def build_children(
 
 
 # --- progress ---------------------------------------------------------------------------------
-class Progress:
+class Progress(BackgroundNode):
     """Subscribes to /naf/metrics/* and prints one line per finished episode."""
 
     def __init__(
         self, domain_id: int | None, total: int, csv_path: Path | None, quiet: bool = False
     ) -> None:
-        import rclpy
-        from rclpy.context import Context
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.node import Node
-        from rclpy.signals import SignalHandlerOptions
         from std_msgs.msg import Float64
 
         from naf_ros.ros import qos
@@ -332,13 +317,7 @@ class Progress:
                 ]
             )
         self._t0 = time.monotonic()
-        self.context = Context()
-        rclpy.init(
-            context=self.context,
-            domain_id=domain_id,
-            signal_handler_options=SignalHandlerOptions.NO,
-        )
-        self.node = Node("naf_launch_progress", context=self.context)
+        super().__init__("naf_launch_progress", domain_id, spin_timeout=0.1)
         for name in METRIC_NAMES:
             self.node.create_subscription(
                 Float64,
@@ -347,18 +326,6 @@ class Progress:
                 qos.METRICS,
             )
         self.node.create_timer(0.25, self._check_pending)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.executor.spin_once(timeout_sec=0.1)
-            except Exception:  # noqa: BLE001 - context going down
-                return
 
     def _on_metric(self, name: str, value: float) -> None:
         """Keep the newest value per metric; an episode's line waits for its tip distance."""
@@ -405,17 +372,10 @@ class Progress:
                 self._flush()  # the tip distance of this episode was lost: print anyway
 
     def close(self) -> None:
-        import rclpy
-
-        self._stop.set()
-        self._thread.join(2.0)
+        super().close()
         with self._lock:
             if self._pending is not None:
                 self._flush()
-        self.executor.shutdown()
-        self.node.destroy_node()
-        if self.context.ok():
-            rclpy.shutdown(context=self.context)
         if self._csv is not None:
             self._csv.close()
 

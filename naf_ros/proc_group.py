@@ -18,15 +18,18 @@ from pathlib import Path
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
-def ros_child_env(domain_id: int) -> dict[str, str]:
-    """This environment, isolated on ``domain_id`` (localhost discovery, no static peers),
-    with this package importable and single-threaded BLAS."""
+def ros_child_env(domain_id: int | None) -> dict[str, str]:
+    """This environment with loopback-only discovery (no static peers), on ``domain_id``
+    unless None, with this package importable and single-threaded BLAS."""
     env = dict(os.environ)
-    env["ROS_DOMAIN_ID"] = str(domain_id)
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     env.pop("ROS_STATIC_PEERS", None)
+    if domain_id is not None:
+        env["ROS_DOMAIN_ID"] = str(domain_id)
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_ROOT), *paths])
+    if str(PACKAGE_ROOT) not in paths:
+        paths.insert(0, str(PACKAGE_ROOT))
+    env["PYTHONPATH"] = os.pathsep.join(paths)
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("OMP_NUM_THREADS", "1")
     return env

@@ -20,10 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import rclpy
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
+from naf_ros.ros.background import BackgroundNode
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -223,29 +220,11 @@ class Collector:
             return True
 
 
-class RosTestNode:
+class RosTestNode(BackgroundNode):
     """An rclpy node in its own context on ``domain_id``, spinning in a background thread."""
 
     def __init__(self, domain_id: int, name: str = "test_probe") -> None:
-        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-        os.environ.pop("ROS_STATIC_PEERS", None)
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = Node(name, context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        while not self._stop.is_set() and self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # noqa: BLE001 - shutting down
-                if self._stop.is_set():
-                    return
-                raise
+        super().__init__(name, domain_id, signal_handlers=True)
 
     def collect(self, msg_type, topic: str, qos) -> Collector:
         col = Collector()
@@ -272,14 +251,6 @@ class RosTestNode:
             return future.result()
         finally:
             self.node.destroy_client(client)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        if self.context.ok():
-            rclpy.shutdown(context=self.context)
 
     def __enter__(self) -> RosTestNode:
         return self

@@ -80,13 +80,43 @@ def test_cli_missing_config_file(tmp_path):
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "Reacher-v5"])
 def test_cli_trains_any_box_env_with_progress_and_run_folder(env_id, tmp_path):
     run_dir = tmp_path / "run"
-    proc = _cli("train", "-s", f"env.id={env_id}", "-s", "train.episodes=2", "-s",
-                "train.eval_every=2", "-s", "train.eval_episodes=1", "-s", "agent.hidden=[16]",
-                "-s", "agent.warmup_steps=20", "-s", "agent.updates_per_step=1",
-                "--run-dir", str(run_dir), cwd=tmp_path)
+    proc = _cli(
+        "train",
+        "-s",
+        f"env.id={env_id}",
+        "-s",
+        "train.episodes=2",
+        "-s",
+        "train.eval_every=2",
+        "-s",
+        "train.eval_episodes=1",
+        "-s",
+        "agent.hidden=[16]",
+        "-s",
+        "agent.warmup_steps=20",
+        "-s",
+        "agent.updates_per_step=1",
+        "--run-dir",
+        str(run_dir),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     progress = [line for line in proc.stdout.splitlines() if line.startswith("ep ")]
     assert len(progress) == 2 and "upd/s" in progress[-1] and "eval" in progress[-1]
-    for name in ("config.yaml", "metrics.csv", "learning_curve.png", "checkpoint.pt",
-                 "summary.json"):
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "learning_curve.png",
+        "checkpoint.pt",
+        "summary.json",
+    ):
         assert (run_dir / name).is_file(), name
+
+
+@pytest.mark.parametrize("name", ["train_reacher.yaml", "train_reacher_v5.yaml"])
+def test_shipped_training_configs_validate(name):
+    """The configs the README points at must load with the schema (no unknown keys)."""
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "config" / name)
+    assert cfg.agent.hidden == [200, 200]

@@ -76,7 +76,6 @@ def test_imagination_reproduces_a_known_models_trajectories():
 def test_true_model_matches_the_environment():
     import gymnasium as gym
 
-
     env = gym.make(FIXED)
     model = TrueSimModel(FIXED, {})
     obs, _ = env.reset(seed=1)
