@@ -13,6 +13,7 @@ This module imports only message classes; it has no node logic.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 
@@ -32,6 +33,7 @@ def _shape_label(name: str, shape: tuple[int, ...]) -> str:
     return f"{name}:{'x'.join(str(s) for s in shape) if shape else 'scalar'}"
 
 
+@functools.lru_cache(maxsize=512)  # a stream repeats the same few labels; bounded for fuzz
 def _parse_label(label: str) -> tuple[str, tuple[int, ...]]:
     if ":" not in label:
         raise CodecError(f"dimension label {label!r} is not 'name:shape'")
@@ -71,21 +73,26 @@ def unpack_arrays(
     """Inverse of :func:`pack_arrays`. ``expected`` maps names to shapes (None = any shape)."""
     if msg.layout.data_offset != 0:
         raise CodecError(f"data_offset {msg.layout.data_offset}, expected 0")
-    data = np.asarray(msg.data, dtype=np.float64)
+    # One copy of the whole buffer (the fields are views of it, not of the message's memory).
+    data = np.array(msg.data, dtype=np.float64)
     out: dict[str, np.ndarray] = {}
     for dim in msg.layout.dim:
         name, shape = _parse_label(dim.label)
         size = math.prod(shape)
         if dim.size != size:
             raise CodecError(f"{name}: size {dim.size} does not match shape {shape}")
-        if dim.stride + size > len(data):
+        stride = dim.stride
+        if stride + size > len(data):
             raise CodecError(f"{name}: extends past the end of data ({len(data)} values)")
         if name in out:
             raise CodecError(f"{name}: appears twice")
-        arr = data[dim.stride : dim.stride + size].reshape(shape)
-        if finite and not np.isfinite(arr).all():
-            raise CodecError(f"{name}: holds non-finite values")
-        out[name] = arr.copy()
+        out[name] = data[stride : stride + size].reshape(shape)
+    # One pass over the buffer; field by field only to name the culprit (or to find that the
+    # non-finite values lie outside every field).
+    if finite and not np.isfinite(data).all():
+        bad = next((k for k, v in out.items() if not np.isfinite(v).all()), None)
+        if bad is not None:
+            raise CodecError(f"{bad}: holds non-finite values")
     if expected is not None:
         missing = [k for k in expected if k not in out]
         if missing:
