@@ -8,6 +8,7 @@ import (no torch, no MuJoCo): gymnasium and the task code are imported only when
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -257,6 +258,11 @@ def run_node(make_node: Callable[[], Node], argv: list[str] | None = None) -> in
     try:
         node = make_node()
         node.stop_event = stop
+        # Dynamically typed: `cpu_affinity:=1` arrives as an integer, `0,2` as text.
+        affinity = node.declare_parameter(
+            "cpu_affinity", "", ParameterDescriptor(dynamic_typing=True)
+        ).value
+        pin_cpus(node, str(affinity))
         executor.add_node(node)
         start = getattr(node, "start", None)
         if start is not None:
@@ -368,6 +374,44 @@ class Diagnostics:
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self._pub.publish(msg)
+
+
+def parse_cpu_list(text: str) -> set[int]:
+    """``taskset -c`` notation (``"1"``, ``"0,2"``, ``"0-3"``) -> CPU ids; ``""`` -> none."""
+    cpus: set[int] = set()
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        hi = hi if sep else lo
+        if not (lo.isdigit() and hi.isdigit()) or int(hi) < int(lo):
+            raise ConfigError(f"cpu_affinity: {text!r} is not a CPU list like '1' or '0,2-3'")
+        cpus.update(range(int(lo), int(hi) + 1))
+    return cpus
+
+
+def pin_cpus(node: Node, text: str) -> bool:
+    """Keep every thread of this process (and those it starts later) on the CPUs ``text``
+    lists; ``""`` leaves placement to the scheduler.
+
+    Why: in lockstep the learner is the graph's bottleneck, and on a small machine the bridge
+    and policies, woken every step, otherwise land on its core and slice its updates. A CPU
+    that this process may not use is a config error.
+    """
+    cpus = parse_cpu_list(text)
+    if not cpus:
+        return False
+    allowed = os.sched_getaffinity(0)
+    if not cpus <= allowed:
+        raise ConfigError(
+            f"cpu_affinity: {text!r} names CPUs outside this process's {sorted(allowed)}"
+        )
+    threads = os.listdir("/proc/self/task")
+    for tid in threads:
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            os.sched_setaffinity(int(tid), cpus)
+    node.get_logger().info(f"pinned {len(threads)} threads to CPUs {sorted(cpus)}")
+    return True
 
 
 def raise_priority(node: Node, priority: int) -> bool:
