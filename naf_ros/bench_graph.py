@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also time the bridge against a minimal in-callback responder (rclpy floor)",
     )
     p.add_argument("--echo-responder", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--wakeup-jitter", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--curve-episodes", type=int, default=60)
     p.add_argument("--curve-hidden", type=_int_list, default=[200, 200])
     p.add_argument("--curve-seeds", type=int, default=1)
@@ -628,9 +629,9 @@ def _pair_latencies(
     The policy always acts on the newest state it has, so this is its reaction time, except
     when a newer state arrives while it is still computing: then the figure is a lower bound.
     Such lagging shows up instead as *missed periods*, control periods inside an episode
-    (commands within two periods on both sides) that got no command at all. Zero-effort
-    commands are the policy's end-of-episode safety zeros, not reactions; ``cmd`` entries of
-    0 are excluded samples.
+    (commands within two periods on both sides, no end-of-episode zero within two periods
+    before) that got no command at all. Zero-effort commands are the policy's end-of-episode
+    safety zeros, not reactions; ``cmd`` entries of 0 are excluded samples.
     """
     js = sorted(js)
     lat, used = [], set()
@@ -643,10 +644,15 @@ def _pair_latencies(
         used.add(i)
         lat.append((t - js[i]) / 1e6)
     times = sorted(t for t, nz in zip(cmd, nonzero) if nz and t)
+    # A zero-effort command ends an episode; the periods until the next one starts (reset,
+    # first fresh state) are not control periods of an episode.
+    zeros = sorted(t for t, nz in zip(cmd, nonzero) if not nz and t)
     missed = periods = 0
     if times:
         for a, b in zip(js, js[1:]):
             if not (times[0] <= a and b <= times[-1]):
+                continue
+            if bisect.bisect_right(zeros, b) - bisect.bisect_left(zeros, a - 2 * period_ns):
                 continue
             before = bisect.bisect_left(times, a) - bisect.bisect_left(times, a - 2 * period_ns)
             after = bisect.bisect_left(times, b + 2 * period_ns) - bisect.bisect_left(times, b)
@@ -778,6 +784,10 @@ def part_latency(args: argparse.Namespace, store: dict) -> dict:
             "state_to_command_ms_p99",
             "state_to_command_cpu_ms_p50",
             "state_to_command_cpu_ms_p99",
+            "state_transit_ms_p50",
+            "state_transit_ms_p99",
+            "state_dispatch_ms_p50",
+            "state_dispatch_ms_p99",
             "episodes",
             "env_steps",
         )
@@ -787,6 +797,7 @@ def part_latency(args: argparse.Namespace, store: dict) -> dict:
     if args.latency_reference:
         out["reference_echo"] = latency_reference(args, min(args.latency_samples, 1000), period_ns)
         store["reference_ms"] = out["reference_echo"].pop("_samples_ms", [])
+        out["scheduler_wakeup"] = scheduler_wakeup(args.realtime_priority)
     pub = out["learning"]["publisher_stamps"]
     rx = out["learning"]["dds_reception"]
     print(
@@ -797,7 +808,11 @@ def part_latency(args: argparse.Namespace, store: dict) -> dict:
         f"ms; in-node p50 {out['in_node']['state_to_command_ms_p50']} / p99 "
         f"{out['in_node']['state_to_command_ms_p99']} ms (of it CPU in the callback p50 "
         f"{out['in_node']['state_to_command_cpu_ms_p50']} / p99 "
-        f"{out['in_node']['state_to_command_cpu_ms_p99']} ms); cores {cpu}",
+        f"{out['in_node']['state_to_command_cpu_ms_p99']} ms); before the callback: DDS "
+        f"transit p50 {out['in_node']['state_transit_ms_p50']} / p99 "
+        f"{out['in_node']['state_transit_ms_p99']} ms, dispatch p50 "
+        f"{out['in_node']['state_dispatch_ms_p50']} / p99 "
+        f"{out['in_node']['state_dispatch_ms_p99']} ms; cores {cpu}",
         flush=True,
     )
     pre = out["before_learning"]["publisher_stamps"]
@@ -809,14 +824,69 @@ def part_latency(args: argparse.Namespace, store: dict) -> dict:
             f"/ p99 {ref.get('p99_ms')} ms over {ref.get('samples')} samples",
             flush=True,
         )
+        wake = out["scheduler_wakeup"]
+        print(
+            f"  scheduler floor (1 ms sleeps at the same priority, no ROS): lateness p50 "
+            f"{wake.get('p50_ms')} / p99 {wake.get('p99_ms')} / p99.9 {wake.get('p999_ms')} ms",
+            flush=True,
+        )
     return out
 
 
-def _echo_responder() -> int:
+WAKEUP_PERIOD_S = 0.001
+WAKEUP_SAMPLES = 10_000
+
+
+def _wakeup_jitter(priority: int) -> int:
+    """How late a thread wakes from a 1 ms sleep: the OS part of any callback's latency.
+
+    Every message hop needs at least one such wake-up (DDS receive thread, executor), so its
+    tail bounds what a node can achieve on this machine at this priority."""
+    if priority > 0:
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    late = np.empty(WAKEUP_SAMPLES)
+    for i in range(WAKEUP_SAMPLES):
+        t0 = time.perf_counter()
+        time.sleep(WAKEUP_PERIOD_S)
+        late[i] = time.perf_counter() - t0 - WAKEUP_PERIOD_S
+    late *= 1e3
+    print(
+        json.dumps(
+            {
+                "priority": priority,
+                "policy": "fifo" if os.sched_getscheduler(0) == os.SCHED_FIFO else "normal",
+                "samples": WAKEUP_SAMPLES,
+                "p50_ms": round(float(np.percentile(late, 50)), 3),
+                "p99_ms": round(float(np.percentile(late, 99)), 3),
+                "p999_ms": round(float(np.percentile(late, 99.9)), 3),
+                "max_ms": round(float(late.max()), 3),
+                "over_2ms_fraction": round(float((late > 2.0).mean()), 5),
+            }
+        )
+    )
+    return 0
+
+
+def scheduler_wakeup(priority: int) -> dict:
+    """:func:`_wakeup_jitter` in a child process (so only it runs at that priority)."""
+    cmd = [sys.executable, "-m", "naf_ros.bench_graph", "--wakeup-jitter", str(priority)]
+    try:
+        done = subprocess.run(
+            cmd, env=ros_child_env(None), capture_output=True, text=True, timeout=120
+        )
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError) as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _echo_responder(priority: int = 0) -> int:
     """Reference responder: answer each joint state from inside its callback.
 
     One thread, no torch, no episode logic: what rclpy + Fast DDS on this machine cost for
-    the state -> command round trip, the floor under the policy node's figure.
+    the state -> command round trip, the floor under the policy node's figure. It runs at
+    the policy's SCHED_FIFO ``priority`` (all threads, DDS ones too) so the floor is
+    measured on equal terms.
     """
     import rclpy
     from rclpy.executors import ExternalShutdownException
@@ -827,6 +897,10 @@ def _echo_responder() -> int:
 
     rclpy.init()
     node = rclpy.create_node("naf_bench_echo")
+    if priority > 0:
+        from naf_ros.ros.common import raise_priority
+
+        raise_priority(node, priority)
     pub = node.create_publisher(Float64MultiArray, "/effort_controller/commands", qos.COMMANDS)
     reply = Float64MultiArray(data=[0.01, -0.01, 0.01])
     node.create_subscription(
@@ -860,7 +934,9 @@ def latency_reference(args: argparse.Namespace, samples: int, period_ns: int) ->
         time.sleep(0.5)
         bridge = [sys.executable, "-m", "naf_ros.ros.sim_bridge", "--ros-args"]
         bridge += ["-p", "mode:=realtime", "-p", "command_timeout:=5.0"]
+        bridge += ["-p", f"realtime_priority:={args.realtime_priority}"]
         echo = [sys.executable, "-m", "naf_ros.bench_graph", "--echo-responder"]
+        echo += ["--realtime-priority", str(args.realtime_priority)]
         procs.append(_spawn(bridge, lease.domain_id, run_dir / "sim_bridge.log"))
         procs.append(_spawn(echo, lease.domain_id, run_dir / "echo.log"))
         deadline = time.monotonic() + min(args.run_timeout, 300.0)
@@ -884,7 +960,10 @@ def latency_reference(args: argparse.Namespace, samples: int, period_ns: int) ->
         if probe is not None:
             probe.close()
         lease.release()
-    out: dict[str, Any] = {"responder": "in-callback echo (naf_ros.bench_graph --echo-responder)"}
+    out: dict[str, Any] = {
+        "responder": "in-callback echo (naf_ros.bench_graph --echo-responder)",
+        "realtime_priority": args.realtime_priority,
+    }
     for label, jk, ck in (
         ("publisher_stamps", "js_src", "cmd_src"),
         ("dds_reception", "js_rx", "cmd_rx"),
@@ -1170,4 +1249,8 @@ def main(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     _cli = build_parser().parse_args()
-    sys.exit(_echo_responder() if _cli.echo_responder else main(_cli))
+    if _cli.wakeup_jitter is not None:
+        sys.exit(_wakeup_jitter(_cli.wakeup_jitter))
+    if _cli.echo_responder:
+        sys.exit(_echo_responder(_cli.realtime_priority))
+    sys.exit(main(_cli))

@@ -332,6 +332,17 @@ class SafetyEnvelope:
             arrays.append(arr)
         e, q, qd = arrays
         lim = self.limits
+        # The common case in one pass (it runs in the realtime path): a finite command within
+        # its effort limit, from a finite state strictly inside every limit, passes as is.
+        # Anything else, NaN included (it compares False), takes the rules below.
+        nominal = (
+            (np.abs(e) <= lim.effort)
+            & (q > lim.soft_lower)
+            & (q < lim.soft_upper)
+            & (np.abs(qd) < lim.velocity)
+        )
+        if nominal.all():
+            return e, ()
         reasons: list[str] = []
 
         bad = ~np.isfinite(e)

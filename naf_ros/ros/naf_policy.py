@@ -50,6 +50,7 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PointStamped
 from rclpy.duration import Duration
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float32MultiArray, Float64, Float64MultiArray
 from std_srvs.srv import Trigger
@@ -77,6 +78,8 @@ from naf_ros.ros.common import (  # noqa: F401  (topic names re-exported)
     TRANSITIONS_TOPIC,
     WEIGHTS_TOPIC,
     Diagnostics,
+    LatestOnly,
+    SideNode,
     autostart,
     declare,
     declare_config,
@@ -202,6 +205,8 @@ class NafPolicy(LifecycleNode):
         self.transition_error: str | None = None
         self._cond = threading.Condition()
         self._agent_lock = threading.Lock()
+        self._weights_loader: LatestOnly | None = None
+        self._state_io: SideNode | None = None
         self._worker: threading.Thread | None = None
         self._stopping = threading.Event()
         self._latest: JointSample | None = None
@@ -217,6 +222,8 @@ class NafPolicy(LifecycleNode):
         self._ilqg_version = None
         self._weights_version = None
         self._latency_s: deque[float] = deque(maxlen=2000)
+        self._transit_s: deque[float] = deque(maxlen=2000)
+        self._dispatch_s: deque[float] = deque(maxlen=2000)
         self._latency_cpu_s: deque[float] = deque(maxlen=2000)  # CPU share of the above
         self._reflex: Reflex | None = None  # realtime: the step the next joint state takes
         self._cmd_lock = threading.Lock()  # a command and the e-stop's zero never interleave
@@ -298,9 +305,12 @@ class NafPolicy(LifecycleNode):
         self.metric_pubs = {
             m: self.create_publisher(Float64, f"/naf/metrics/{m}", qos.METRICS) for m in METRICS
         }
-        self.create_subscription(
-            JointState, "joint_states", self._on_joint_state, qos.JOINT_STATES_SUB
-        )
+        # The control loop's input on a node and thread of its own (SideNode's docstring).
+        if self._state_io is None:
+            self._state_io = SideNode(self, "state_io")
+            self._state_io.node.create_subscription(
+                JointState, "joint_states", self._on_joint_state, qos.JOINT_STATES_SUB
+            )
         self.create_subscription(PointStamped, "target", self._on_target, qos.LATCHED)
         self.create_subscription(Float32MultiArray, WEIGHTS_TOPIC, self._on_weights, qos.LATCHED)
         self.create_subscription(
@@ -323,6 +333,8 @@ class NafPolicy(LifecycleNode):
                     f"{self.state_file.loaded_from}"
                 )
         self.diag.values.update(self.envelope.diagnostics())
+        if self.mode == "realtime" and self._weights_loader is None:
+            self._weights_loader = LatestOnly("weights", self._load_weights)
         self.configured = True
         self.get_logger().info(
             f"configured: arm {self.arm_index}, joints {self.joint_names}, mode {self.mode}, "
@@ -349,6 +361,12 @@ class NafPolicy(LifecycleNode):
     def safe_stop(self) -> None:
         """Stop acting, then leave zero effort as the last command (and make sure it is out)."""
         self._stop_worker()
+        if self._weights_loader is not None:
+            self._weights_loader.close()
+            self._weights_loader = None
+        if self._state_io is not None:
+            self._state_io.close()
+            self._state_io = None
         if self.configured:
             self._send_zero()
             self.cmd_pub.wait_for_all_acked(Duration(seconds=1.0))
@@ -519,11 +537,18 @@ class NafPolicy(LifecycleNode):
         return not (set(self.startup_subscribers) & {i.node_name for i in infos})
 
     # --- inputs (executor thread) -------------------------------------------------------------
-    def _on_joint_state(self, msg: JointState) -> None:
+    def _on_joint_state(self, msg: JointState, info: MessageInfo) -> None:
         """Map by name; drop (and count) anything that cannot give all configured joints."""
         recv = time.perf_counter()  # in-node latency counts the validation below too
         if not self.configured:
             return
+        # Where a state's time goes before we see it: DDS transit (publisher's write to
+        # reception in this process) and dispatch (reception to this callback).
+        received = info.get("received_timestamp") or 0
+        source = info.get("source_timestamp") or 0
+        if received and source:
+            self._transit_s.append((received - source) * 1e-9)
+            self._dispatch_s.append((time.time_ns() - received) * 1e-9)
         names = list(msg.name)
         if not names:
             self.diag.reject("joint_state_no_names")
@@ -599,15 +624,25 @@ class NafPolicy(LifecycleNode):
             self._cond.notify_all()
 
     def _on_weights(self, msg: Float32MultiArray) -> None:
-        """New μ/L/V weights from the learner; anything malformed keeps the old weights."""
+        """New μ/L/V weights from the learner; anything malformed keeps the old weights.
+
+        Realtime: loaded by a helper thread, so the joint-state callback never waits behind
+        milliseconds of decoding; the actor is swapped in one assignment."""
         if not self.configured:
             return
+        if self._weights_loader is not None:
+            self._weights_loader.submit(msg)
+            return
+        self._load_weights(msg)
+
+    def _load_weights(self, msg: Float32MultiArray) -> None:
         try:
             arrays = unpack_arrays(msg)
             version = arrays.pop("version", None)
-            with self._agent_lock:
+            with self._agent_lock:  # one loader at a time; acting never takes this lock
                 self.agent.load_weight_arrays(arrays)
-                self.actor = NumpyActor(self.agent.net)
+                actor = NumpyActor(self.agent.net)
+            self.actor = actor  # a finished snapshot, swapped in one assignment
         except (CodecError, ValueError) as exc:
             self.diag.reject("weights", str(exc)[:200])
             return
@@ -1009,7 +1044,18 @@ class NafPolicy(LifecycleNode):
         obs = self.task.observation(state.q, state.qd, target)
         total = 0.0
         self._wait_for_learner()  # evaluation too: it must see the trained-on weights
-        action, reasons = self._act_and_command(state, obs, controller, 0, train)
+        if self.mode == "realtime":
+            # The reset's state has aged through the bookkeeping above; like every later
+            # step, the first one acts inside the callback of a fresh state.
+            with self._cond:
+                newest = self._latest if self._latest is not None else state
+            first = self._next_reflex(newest, target, controller, 0, train, act=True)
+            if first is None:
+                self._abort("no_state")
+                return None
+            state, obs, action, reasons = first
+        else:
+            action, reasons = self._act_and_command(state, obs, controller, 0, train)
         for t in range(self.T):
             if ESTOP in reasons or WATCHDOG in reasons:
                 self._abort("estop" if ESTOP in reasons else "watchdog")
@@ -1078,9 +1124,7 @@ class NafPolicy(LifecycleNode):
         if controller is not None:
             action = controller.act(t, obs, self.rng)
         else:
-            with self._agent_lock:
-                actor = self.actor
-            action = actor.act(obs, self.noise if train else None)
+            action = self.actor.act(obs, self.noise if train else None)
         action = np.clip(np.nan_to_num(action, nan=0.0), -1.0, 1.0)
         sent, reasons = self._publish_effort(self.task.effort_from_action(action), state)
         if reasons and not (ESTOP in reasons or WATCHDOG in reasons):
@@ -1140,12 +1184,20 @@ class NafPolicy(LifecycleNode):
             )
         if self.cfg.safety.safe_exploration:
             v["safe_exploration"] = "active" if self.safe_exploration_active else "passed"
+        for key, samples in (
+            ("state_transit", self._transit_s),
+            ("state_dispatch", self._dispatch_s),
+        ):
+            if samples:
+                ms = np.asarray(list(samples)) * 1e3  # list(): one atomic copy
+                v[f"{key}_ms_p50"] = round(float(np.percentile(ms, 50)), 3)
+                v[f"{key}_ms_p99"] = round(float(np.percentile(ms, 99)), 3)
         if self._latency_s:
-            lat = np.asarray(self._latency_s) * 1e3
+            lat = np.asarray(list(self._latency_s)) * 1e3
             v["state_to_command_ms_p50"] = round(float(np.percentile(lat, 50)), 3)
             v["state_to_command_ms_p99"] = round(float(np.percentile(lat, 99)), 3)
         if self._latency_cpu_s:
-            cpu = np.asarray(self._latency_cpu_s) * 1e3
+            cpu = np.asarray(list(self._latency_cpu_s)) * 1e3
             v["state_to_command_cpu_ms_p50"] = round(float(np.percentile(cpu, 50)), 3)
             v["state_to_command_cpu_ms_p99"] = round(float(np.percentile(cpu, 99)), 3)
 
