@@ -725,7 +725,10 @@ class Malformer:
             fields, kind if kind in CODEC_KINDS else "", tuple(fields), tuple(fields),
             non_finite_in=body,
         )  # fmt: skip
-        msg = multiarray(Float64MultiArray, dims, data, self.offset())
+        # A beyond-float32 transition must decode (the learner refuses it later), so it keeps
+        # data_offset 0: any other offset is itself a codec error.
+        offset = 0 if kind == "beyond_float32" else self.offset()
+        msg = multiarray(Float64MultiArray, dims, data, offset)
         tr, parsed, _reason = parse_transition(msg, OBS, ACT)
         assert (tr is None) != (kind == "beyond_float32"), f"{kind} transition decoded: {tr}"
         if parsed is not None:
