@@ -139,7 +139,7 @@ def test_lockstep_episodes_weights_learner_wait_and_bad_input(lease, tmp_path):
     probe.node.create_subscription(Float64MultiArray, "/naf/transitions", ack, qos.TRANSITIONS)
 
     episodes = 8
-    LAG = 1  # the shipped default: acting on step t overlaps learning on step t - 1
+    LAG = 2  # the shipped default: acting on step t overlaps learning on steps t - 1, t - 2
     bridge = spawn_node("naf_ros.ros.sim_bridge", domain, tmp_path, {"train.seed": SEED})
     policy = spawn_node(
         "naf_ros.ros.naf_policy",

@@ -166,7 +166,7 @@ class NafPolicy(LifecycleNode):
         self.controller_name = declare(self, "controller_name", "effort_controller")
         self.arm_index = int(declare(self, "arm_index", 0))
         self.wait_for_learner = float(declare(self, "wait_for_learner", 2.0))
-        self.max_learner_lag = int(declare(self, "max_learner_lag", 1))
+        self.max_learner_lag = int(declare(self, "max_learner_lag", 2))
         self.state_timeout = float(declare(self, "state_timeout", 5.0))
         # Finite but absurd joint states (a broken driver) are refused like NaN ones: a
         # position this far (rad) outside the joint's hard range, or a speed above this.
