@@ -169,6 +169,8 @@ def bench_model_based(args) -> dict:
             mb["imagination_updates_per_step"] = args.imagination_updates
             mb["rollout_length"] = args.rollout_length
             mb["imagination_off_after"] = args.imagination_off_after
+            if args.imagination_capacity is not None:
+                mb["imagination_capacity"] = args.imagination_capacity
         for seed in range(args.seeds):
             cfg = {
                 "env": {"id": REACHER_FIXED},
@@ -317,6 +319,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         help="model-based: switch imagination rollouts off after this many episodes",
+    )
+    parser.add_argument(
+        "--imagination-capacity",
+        type=int,
+        default=None,
+        help="model-based: size of R_f (small = only recent, local imagined data)",
     )
     parser.add_argument("--rollout-length", type=int, default=5)
     parser.add_argument(

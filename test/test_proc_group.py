@@ -9,8 +9,11 @@ import time
 from naf_ros.proc_group import group_alive, ros_child_env, spawn_group, stop_group
 
 # The leader exits on SIGINT; its child ignores SIGINT (a hung node) and must be SIGKILLed.
+# Like the launcher and the nodes, the leader installs its SIGINT handler itself: a process
+# started from a background shell job inherits SIGINT ignored, and Python then keeps it so.
 LEADER = """
 import signal, subprocess, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 subprocess.Popen([sys.executable, "-c",
     "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(60)"])
 print("ready", flush=True)
