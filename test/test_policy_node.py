@@ -290,6 +290,7 @@ def test_realtime_ilqg_latency_and_sigint(lease, tmp_path):
     trans = probe.collect(Float64MultiArray, "/naf/transitions", qos.TRANSITIONS)
     js = probe.collect(JointState, "/joint_states", DEEP)
     cmds = probe.collect(Float64MultiArray, "/effort_controller/commands", DEEP)
+    diag = probe.collect(DiagnosticArray, "/diagnostics", DEEP)
     ctrl_pub = probe.publisher(Float64MultiArray, "/naf/ilqg_controller", qos.LATCHED)
     ctrl = LinearGaussianController.initial(T, OBS, ACT, 1e-6, u_hat=0.5)
     ctrl_pub.publish(pack_arrays({**ctrl.to_arrays(), "version": 1.0}))
@@ -305,11 +306,16 @@ def test_realtime_ilqg_latency_and_sigint(lease, tmp_path):
                 "exploration.kind": "precision",
                 "model_based.ilqg_probability": 1.0,
                 "startup_timeout": 0.0,
+                "gil_switch_interval_ms": 0.25,
             }
         ),
     )
     try:
         assert trans.wait_for(3 * T, 60.0), policy.output()
+        assert wait_until(
+            lambda: diagnostic_values(diag, "naf_policy").get("gil_switch_interval_ms") == "0.25",
+            10.0,
+        ), diagnostic_values(diag, "naf_policy")
 
         # Deactivation leaves zero effort and silence; activation resumes the episodes.
         def change(tid: int) -> bool:
@@ -364,3 +370,9 @@ def test_realtime_ilqg_latency_and_sigint(lease, tmp_path):
         policy.stop()
         assert bridge.stop() == 0, bridge.output()
         probe.close()
+    bad = spawn_node(
+        "naf_ros.ros.naf_policy", domain, tmp_path,
+        policy_params(mode="realtime", gil_switch_interval_ms=0.0), name="bad_policy",
+    )  # fmt: skip
+    assert bad.proc.wait(60) == 2, bad.output()
+    assert "gil_switch_interval_ms" in bad.output(), bad.output()

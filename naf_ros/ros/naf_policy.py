@@ -154,10 +154,13 @@ class NafPolicy(LifecycleNode):
         self.mode = declare(self, "mode", "lockstep")
         if self.mode not in MODES:
             raise ConfigError(f"mode: {self.mode!r} is not one of {', '.join(MODES)}")
+        switch_ms = float(declare(self, "gil_switch_interval_ms", 0.5))
+        if not 0.0 < switch_ms <= 5.0:
+            raise ConfigError(f"gil_switch_interval_ms: {switch_ms} is not in (0, 5]")
         if self.mode == "realtime":
-            # A joint state wakes the executor thread while the worker may hold the GIL;
-            # the default 5 ms switch interval would then be the latency floor.
-            sys.setswitchinterval(0.0005)
+            # A joint state wakes its executor thread while another thread may hold the GIL;
+            # Python's default 5 ms switch interval would then be the latency floor.
+            sys.setswitchinterval(switch_ms / 1000.0)
         self.reset_mode = declare(self, "reset_mode", "service")
         if self.reset_mode not in RESET_MODES:
             raise ConfigError(f"reset_mode: {self.reset_mode!r} not in {RESET_MODES}")
@@ -198,6 +201,8 @@ class NafPolicy(LifecycleNode):
             raise ConfigError("safe_initial_action_var: must be > 0")
         start = bool(declare(self, "autostart", True))
         self.diag = Diagnostics(self, float(declare(self, "diagnostics_period", 1.0)))
+        if self.mode == "realtime":
+            self.diag.values["gil_switch_interval_ms"] = round(sys.getswitchinterval() * 1e3, 4)
         if self.mode == "realtime":
             raise_priority(self, int(declare(self, "realtime_priority", 0)))
         self.exit_code = 0
