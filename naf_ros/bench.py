@@ -145,6 +145,8 @@ def bench_naf(args) -> dict:
             agent = {"hidden": args.hidden}
             if args.gamma is not None:
                 agent["gamma"] = args.gamma
+            if args.lr is not None:
+                agent["lr"] = args.lr
             cfg = {
                 "env": base["env"],
                 "agent": agent,
@@ -311,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exploration", default="ou")
     parser.add_argument("--noise", type=float, default=0.3)
     parser.add_argument("--gamma", type=float, default=None, help="naf suite: discount")
+    parser.add_argument("--lr", type=float, default=None, help="naf suite: Adam learning rate")
     parser.add_argument(
         "--imagination-updates",
         type=lambda v: None if v == "paper" else int(v),
