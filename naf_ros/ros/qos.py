@@ -32,7 +32,14 @@ TRANSITIONS = QoSProfile(
 )
 
 CLOCK = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-METRICS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# Metrics: the last values are kept for late joiners, so a progress display or rqt that
+# matches a policy after its first episodes still gets them (volatile readers match too).
+METRICS = QoSProfile(
+    depth=10,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    history=HistoryPolicy.KEEP_LAST,
+)
 
 # E-stop (std_msgs/Bool): reliable and volatile, so any publisher (``ros2 topic pub``, a
 # latched safety controller) matches; a node started after a ``true`` does not see it.
