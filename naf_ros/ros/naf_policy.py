@@ -157,10 +157,6 @@ class NafPolicy(LifecycleNode):
         switch_ms = float(declare(self, "gil_switch_interval_ms", 0.5))
         if not 0.0 < switch_ms <= 5.0:
             raise ConfigError(f"gil_switch_interval_ms: {switch_ms} is not in (0, 5]")
-        if self.mode == "realtime":
-            # A joint state wakes its executor thread while another thread may hold the GIL;
-            # Python's default 5 ms switch interval would then be the latency floor.
-            sys.setswitchinterval(switch_ms / 1000.0)
         self.reset_mode = declare(self, "reset_mode", "service")
         if self.reset_mode not in RESET_MODES:
             raise ConfigError(f"reset_mode: {self.reset_mode!r} not in {RESET_MODES}")
@@ -202,8 +198,10 @@ class NafPolicy(LifecycleNode):
         start = bool(declare(self, "autostart", True))
         self.diag = Diagnostics(self, float(declare(self, "diagnostics_period", 1.0)))
         if self.mode == "realtime":
+            # A joint state wakes its executor thread while another thread may hold the GIL;
+            # Python's default 5 ms switch interval would then be the latency floor.
+            sys.setswitchinterval(switch_ms / 1000.0)
             self.diag.values["gil_switch_interval_ms"] = round(sys.getswitchinterval() * 1e3, 4)
-        if self.mode == "realtime":
             raise_priority(self, int(declare(self, "realtime_priority", 0)))
         self.exit_code = 0
         self.stop_event: threading.Event | None = None
