@@ -57,6 +57,8 @@ GRAPH = [
     "--set", "sim_bridge.diagnostics_period=0.2",
     "--set", "dynamics_fitter.checkpoint_every_s=0.5",
     "--set", "bag_recorder.segment_s=2.0",
+    # The probe counts every seq on the wire: each policy process must wait for it too.
+    "--set", "naf_policy.startup_subscribers=[learner, fault_probe]",
 ]  # fmt: skip
 
 

@@ -96,6 +96,9 @@ def test_two_arms_full_graph(tmp_path):
         "model_based.prior_episodes=2",
         "--set",
         "model_based.rollout_length=3",
+        # The probe checks every seq on the wire, so the policies must wait for it too.
+        "--set",
+        "naf_policy.startup_subscribers=[learner, test_probe]",
     )
     try:
         out, _ = proc.communicate(timeout=150)
