@@ -188,6 +188,8 @@ def bench_model_based(args) -> dict:
             mb["imagination_off_after"] = args.imagination_off_after
             if args.imagination_capacity is not None:
                 mb["imagination_capacity"] = args.imagination_capacity
+            if args.linear_state is not None:
+                mb["linear_state"] = args.linear_state
         for seed in range(args.seeds):
             cfg = {
                 "env": {"id": REACHER_FIXED},
@@ -333,6 +335,12 @@ def main(argv: list[str] | None = None) -> int:
         help="model-based: size of R_f (small = only recent, local imagined data)",
     )
     parser.add_argument("--rollout-length", type=int, default=5)
+    parser.add_argument(
+        "--linear-state",
+        choices=["joint", "observation"],
+        default=None,
+        help="model-based: what the linear model steps (default: the schema's, joint)",
+    )
     parser.add_argument(
         "--envs",
         nargs="*",

@@ -70,6 +70,10 @@ class ExplorationConfig:
 class ModelBasedConfig:
     enabled: bool = False
     model: str = field(default="linear", metadata=_choice("linear", "nn", "true"))
+    # What the linear model's imagination rollouts step: the arm's joint state, observed
+    # through the task's kinematics, or the observation vector itself (iLQG always plans on
+    # the observation-space fit).
+    linear_state: str = field(default="joint", metadata=_choice("joint", "observation"))
     episodes_per_fit: int = field(default=5, metadata=POS_INT)
     rollout_length: int = field(default=10, metadata=POS_INT)
     rollout_every: int = field(default=10, metadata=POS_INT)

@@ -28,7 +28,13 @@ from rosutil import (
 from std_msgs.msg import Float32MultiArray, Float64MultiArray, MultiArrayDimension
 
 import naf_ros.envs  # noqa: F401  (registers the reacher)
-from naf_ros.core.dynamics import DynamicsPrior, LinearGaussianDynamics, fit_linear_gaussian
+from naf_ros.core.dynamics import DynamicsPrior, fit_linear_gaussian
+from naf_ros.core.joint_dynamics import (
+    add_joint_arrays,
+    fit_joint_space,
+    joint_model_from_arrays,
+)
+from naf_ros.envs.task import ReacherTask
 from naf_ros.ros import qos
 from naf_ros.ros.codec import encode_transition, pack_arrays, unpack_arrays
 
@@ -136,9 +142,9 @@ def test_learner_does_il_updates_from_fictional_and_i_from_real(data):
         }
     )
     task = ReacherTask()
-    learner = Learner(cfg, 13, 3, T, task.reward)
-    msg = fitted_model_message(data[:100], 1)
-    learner.set_model(LinearGaussianDynamics.from_arrays(unpack_arrays(msg)), 1)
+    learner = Learner(cfg, 13, 3, T, task.reward, task)
+    msg = fitted_model_message(data[:100], 1, joint=True)
+    learner.set_model(joint_model_from_arrays(unpack_arrays(msg), task), 1)
     for tr in data[:16]:
         learner.observe(tr)
     assert learner.counters.rollouts == 4 and len(learner.fictional) == 4 * 4 * 3
@@ -148,10 +154,15 @@ def test_learner_does_il_updates_from_fictional_and_i_from_real(data):
     assert learner.counters.episodes == 2 and not learner.imagination_active  # switched off
     assert learner.learn() == 2
     payload = learner.payload()
-    fresh = Learner(cfg, 13, 3, T, task.reward)
+    fresh = Learner(cfg, 13, 3, T, task.reward, task)
     fresh.restore(payload)
     assert fresh.agent.updates == learner.agent.updates and len(fresh.replay) == 100
     assert len(fresh.fictional) == len(learner.fictional) and fresh.model_version == 1
+    x = np.array([tr["obs"] for tr in data[:T]])
+    u = np.array([tr["action"] for tr in data[:T]])
+    assert np.array_equal(
+        fresh.model.predict(np.arange(T), x, u), learner.model.predict(np.arange(T), x, u)
+    )
 
 
 # --- one learner process at a time, over DDS ----------------------------------------------------
@@ -292,7 +303,7 @@ def test_bad_input_dropped_counted_and_gap_reported(graph, data):
     assert g.proc.alive()
 
 
-def fitted_model_message(data: list[dict], version: int) -> Float64MultiArray:
+def fitted_model_message(data: list[dict], version: int, joint: bool = False) -> Float64MultiArray:
     X = np.array(
         [
             [tr["obs"] for tr in data[e * T : (e + 1) * T]] + [data[(e + 1) * T - 1]["next_obs"]]
@@ -303,6 +314,8 @@ def fitted_model_message(data: list[dict], version: int) -> Float64MultiArray:
     prior = DynamicsPrior()
     prior.update(X, U)
     arrays = fit_linear_gaussian(X, U, prior=prior).to_arrays()
+    if joint:
+        add_joint_arrays(arrays, fit_joint_space(ReacherTask(), X, U, DynamicsPrior()))
     arrays["version"] = float(version)
     return pack_arrays(arrays)
 
@@ -348,7 +361,11 @@ def test_sigint_checkpoints_then_realtime_model_based_restart_resumes(graph, dat
     g.model_pub.publish(bad_model)
     wait_rejected(g.diag, "learner", "bad_model", 1)
     g.model_pub.publish(fitted_model_message(data[:100], 2))
-    g.wait_value("model_version", lambda v: v == "2")
+    vals = g.wait_value("model_version", lambda v: v == "2")
+    assert vals["model_state"] == "observation"  # no joint-space model in that message
+    g.model_pub.publish(fitted_model_message(data[:100], 3, joint=True))
+    vals = g.wait_value("model_version", lambda v: v == "3")
+    assert vals["model_state"] == "joint"  # imagination now steps the joint-space model
     # The producer's sequence continues without a spurious gap.
     for tr in data[308:350]:
         g.pub.publish(encode(tr))

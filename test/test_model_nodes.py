@@ -27,6 +27,8 @@ from std_msgs.msg import Float64MultiArray
 import naf_ros.envs  # noqa: F401  (registers the reacher)
 from naf_ros.core.dynamics import LinearGaussianDynamics
 from naf_ros.core.ilqg import LinearGaussianController
+from naf_ros.core.joint_dynamics import joint_model_from_arrays
+from naf_ros.envs.task import ReacherTask
 from naf_ros.ros import qos
 from naf_ros.ros.codec import encode_transition, pack_arrays, unpack_arrays
 
@@ -158,6 +160,21 @@ def test_fitter_drops_broken_episodes_then_fits_a_predictive_model(graph):
     )
     assert fit_rmse < 0.05 * still_rmse
     assert held_rmse < 0.25 * still_rmse
+    # model_based.linear_state 'joint' (the default): the same message carries the joint-space
+    # model imagination steps; on the reacher's own physics it predicts the tip better.
+    joint = joint_model_from_arrays(arrays, ReacherTask())
+    assert joint is not None and (joint.horizon, joint.model.nx, joint.model.nu) == (T, 6, 3)
+    tip = slice(11, 13)
+    tip_err = {
+        name: np.mean(
+            np.abs(
+                m.predict(np.arange(T), X[N_FIT:, :-1], U[N_FIT:])[..., tip] - X[N_FIT:, 1:, tip]
+            )
+        )
+        for name, m in (("joint", joint), ("observation", model))
+    }
+    print("held-out one-step tip error (m)", tip_err)
+    assert tip_err["joint"] < tip_err["observation"], tip_err
     vals = diagnostic_values(g["diag"], "dynamics_fitter")
     assert wait_until(
         lambda: diagnostic_values(g["diag"], "dynamics_fitter").get("model_version") == "1", 5

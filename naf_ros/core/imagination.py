@@ -28,6 +28,7 @@ from naf_ros.core.dynamics import (
 )
 from naf_ros.core.envs import episode_limit
 from naf_ros.core.ilqg import ILQGOptimizer, LinearGaussianController
+from naf_ros.core.joint_dynamics import JointSpaceDynamics, fit_joint_space
 from naf_ros.core.mpc import MPCController
 from naf_ros.core.replay import ReplayBuffer
 
@@ -170,6 +171,13 @@ class ModelBasedAccelerator:
         self.model: Any = None
         self.controller: LinearGaussianController | None = None
         self.prior = DynamicsPrior(max_episodes=mb.prior_episodes, seed=cfg.train.seed)
+        self.joint_prior = DynamicsPrior(max_episodes=mb.prior_episodes, seed=cfg.train.seed)
+        self.joint_space = mb.model == "linear" and mb.linear_state == "joint"
+        if self.joint_space and not hasattr(task, "joint_state_from_observation"):
+            raise ConfigError(
+                f"model_based.linear_state: 'joint' needs a task that maps observations to "
+                f"joint states; {cfg.env.id!r} has none (use 'observation')"
+            )
         self.ilqg = ILQGOptimizer(
             self.task.reward_derivatives,
             reward=self.task.reward,
@@ -246,8 +254,11 @@ class ModelBasedAccelerator:
         """Refit the configured model; returns the linear-Gaussian model iLQG should use."""
         if self.mb.model == "linear":
             self.prior.update(X, U)
-            self.model = fit_linear_gaussian(X, U, self.prior, reg=self.mb.reg)
-            return self.model
+            observed = fit_linear_gaussian(X, U, self.prior, reg=self.mb.reg)
+            self.model = observed
+            if self.joint_space:
+                self.model = fit_joint_space(self.task, X, U, self.joint_prior, reg=self.mb.reg)
+            return observed
         x_nom, u_nom = X.mean(0), U.mean(0)
         if self.mb.model == "nn":
             self.nn_model.fit(X, U, n_steps=300)
@@ -331,7 +342,7 @@ class ModelBasedAccelerator:
             "B_f": self.B_f,
             "B_old": self.B_old,
             "model": self.model.to_arrays()
-            if isinstance(self.model, LinearGaussianDynamics)
+            if isinstance(self.model, (LinearGaussianDynamics, JointSpaceDynamics))
             else None,
             "controller": self.controller.to_arrays() if self.controller is not None else None,
             "stats": dict(self.stats),
@@ -341,7 +352,10 @@ class ModelBasedAccelerator:
         self.fictional.load_state_dict(state["fictional"])
         self.B_f, self.B_old = list(state["B_f"]), list(state["B_old"])
         if state.get("model") is not None:
-            self.model = LinearGaussianDynamics.from_arrays(state["model"])
+            if "angle_ref" in state["model"]:
+                self.model = JointSpaceDynamics.from_arrays(state["model"], self.task)
+            else:
+                self.model = LinearGaussianDynamics.from_arrays(state["model"])
         if state.get("controller") is not None:
             self.controller = LinearGaussianController.from_arrays(state["controller"])
         self.stats.update(state["stats"])

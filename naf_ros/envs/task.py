@@ -146,19 +146,21 @@ class ReacherTask:
 
     # --- observation ------------------------------------------------------------------
     def observation(self, q: np.ndarray, qd: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """One observation, or a batch when ``q``/``qd`` are (..., n) (imagined joint states)."""
         q = np.asarray(q, dtype=float)
-        target = np.asarray(target, dtype=float)
+        qd = np.asarray(qd, dtype=float)
+        target = np.broadcast_to(np.asarray(target, dtype=float), q.shape[:-1] + (2,))
         tip = self.fingertip(q)
-        return np.concatenate([np.cos(q), np.sin(q), np.asarray(qd, float), target, tip - target])
+        return np.concatenate([np.cos(q), np.sin(q), qd, target, tip - target], axis=-1)
 
     def joint_state_from_observation(
         self, obs: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Invert :meth:`observation` (used by the true-model variant to set the simulator)."""
+        """Invert :meth:`observation` (one or a batch): q in (-pi, pi], qd, target."""
         n = self.n_joints
         obs = np.asarray(obs, dtype=float)
-        q = np.arctan2(obs[n : 2 * n], obs[:n])
-        return q, obs[2 * n : 3 * n].copy(), obs[self.target_slice].copy()
+        q = np.arctan2(obs[..., n : 2 * n], obs[..., :n])
+        return q, obs[..., 2 * n : 3 * n].copy(), obs[..., self.target_slice].copy()
 
     def tip_distance(self, obs: np.ndarray) -> np.ndarray | float:
         return np.linalg.norm(np.asarray(obs)[..., self.delta_slice], axis=-1)

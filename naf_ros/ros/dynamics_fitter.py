@@ -31,6 +31,7 @@ from std_msgs.msg import Float64, Float64MultiArray
 from naf_ros.config import ConfigError
 from naf_ros.core.dynamics import DynamicsFitError, DynamicsPrior, fit_linear_gaussian
 from naf_ros.core.episodes import GAP, RESTART, Episode, EpisodeAssembler, stack_episodes
+from naf_ros.core.joint_dynamics import add_joint_arrays, fit_joint_space
 from naf_ros.ros import qos
 from naf_ros.ros.codec import pack_arrays
 from naf_ros.ros.common import (  # noqa: F401  (names re-exported for existing importers)
@@ -85,6 +86,13 @@ class DynamicsFitterNode(Node):
         self.prior = DynamicsPrior(
             n_components=components, max_episodes=mb.prior_episodes, seed=self.cfg.train.seed
         )
+        # model_based.linear_state 'joint': the message also carries a joint-space model,
+        # fitted with its own prior, for the learner's imagination rollouts.
+        self.joint_prior = (
+            DynamicsPrior(max_episodes=mb.prior_episodes, seed=self.cfg.train.seed)
+            if mb.linear_state == "joint"
+            else None
+        )
         self.batch: list[Episode] = []
         self.version = 0
         self.fit_failures: Counter[str] = Counter()
@@ -123,6 +131,7 @@ class DynamicsFitterNode(Node):
             "dims": [self.obs_dim, self.act_dim, self.horizon],
             "version": self.version,
             "prior": self.prior,
+            "joint_prior": self.joint_prior,
             "batch": [e.__dict__.copy() for e in self.batch],
             "model": self.last_arrays,
             "last_rmse": self.last_rmse,
@@ -141,6 +150,7 @@ class DynamicsFitterNode(Node):
         prior = p["prior"]
         if not isinstance(prior, DynamicsPrior):
             raise TypeError("prior is not a DynamicsPrior")
+        joint_prior = p.get("joint_prior")  # absent in older checkpoints: start afresh
         batch = [Episode(**e) for e in p["batch"]]
         sequencer = Sequencer()
         sequencer.tracker.load_state_dict(p["tracker"])
@@ -150,6 +160,8 @@ class DynamicsFitterNode(Node):
             model = {k: np.asarray(v) for k, v in model.items()}
         self.version = int(p["version"])
         self.prior, self.batch, self.sequencer, self.last_arrays = prior, batch, sequencer, model
+        if self.joint_prior is not None and isinstance(joint_prior, DynamicsPrior):
+            self.joint_prior = joint_prior
         self.last_rmse = float(p["last_rmse"])
         self.fit_failures = Counter({str(k): int(v) for k, v in p["fit_failures"].items()})
         self.assembler.completed = int(p["completed"])
@@ -248,6 +260,11 @@ class DynamicsFitterNode(Node):
             model = fit_linear_gaussian(
                 X, U, prior=self.prior, reg=self.cfg.model_based.reg, min_episodes=1
             )
+            joint = None
+            if self.joint_prior is not None:
+                joint = fit_joint_space(
+                    self.task, X, U, self.joint_prior, self.cfg.model_based.reg, min_episodes=1
+                )
         except (DynamicsFitError, ValueError, np.linalg.LinAlgError) as exc:
             key = type(exc).__name__
             self.fit_failures[key] += 1
@@ -259,6 +276,8 @@ class DynamicsFitterNode(Node):
         arrays = model.to_arrays()
         arrays["version"] = float(self.version)
         arrays.update(sample_statistics(episodes))
+        if joint is not None:
+            add_joint_arrays(arrays, joint)
         self._model_pub.publish(pack_arrays(arrays))
         self.last_arrays = arrays
         self.last_rmse = one_step_rmse(model, X, U)

@@ -52,6 +52,7 @@ from naf_ros.config import Config, ConfigError
 from naf_ros.core.dynamics import LinearGaussianDynamics
 from naf_ros.core.episodes import GAP, RESTART, StateBuffer
 from naf_ros.core.imagination import imagine
+from naf_ros.core.joint_dynamics import JointSpaceDynamics, joint_model_from_arrays
 from naf_ros.core.naf import NAFAgent
 from naf_ros.core.replay import ReplayBuffer, storable
 from naf_ros.ros import qos
@@ -106,10 +107,13 @@ class Learner:
     in a new model and takes B_old <- B_f.
     """
 
-    def __init__(self, cfg: Config, obs_dim: int, act_dim: int, horizon: int, reward) -> None:
+    def __init__(
+        self, cfg: Config, obs_dim: int, act_dim: int, horizon: int, reward, task=None
+    ) -> None:
         self.cfg = cfg
         self.obs_dim, self.act_dim, self.horizon = obs_dim, act_dim, horizon
         self.reward = reward
+        self.task = task  # rebuilds a checkpointed joint-space model
         mb = cfg.model_based
         self.rng = np.random.default_rng(cfg.train.seed)
         self.agent = NAFAgent(obs_dim, act_dim, cfg.agent, seed=cfg.train.seed)
@@ -117,7 +121,7 @@ class Learner:
         self.fictional = ReplayBuffer(obs_dim, act_dim, mb.imagination_capacity)
         self.states_f = StateBuffer(obs_dim, mb.episodes_per_fit * horizon)
         self.states_old = StateBuffer(obs_dim, mb.episodes_per_fit * horizon)
-        self.model: LinearGaussianDynamics | None = None
+        self.model: LinearGaussianDynamics | JointSpaceDynamics | None = None
         self.model_version = -1
         self.processed: dict[int, int] = {}  # producer -> last seq accounted for
         self.last_episode: dict[int, int] = {}  # producer -> episode of that transition
@@ -142,7 +146,7 @@ class Learner:
             return False
         return mb.imagination_off_after is None or self.counters.episodes < mb.imagination_off_after
 
-    def set_model(self, model: LinearGaussianDynamics, version: int) -> None:
+    def set_model(self, model: LinearGaussianDynamics | JointSpaceDynamics, version: int) -> None:
         """M <- new model; B_old <- B_f (the states the model was fitted around)."""
         self.model, self.model_version = model, int(version)
         if len(self.states_f):
@@ -275,13 +279,23 @@ class Learner:
         self.states_f.load_state_dict(payload["states_f"])
         self.states_old.load_state_dict(payload["states_old"])
         if payload["model"] is not None:
-            self.model = LinearGaussianDynamics.from_arrays(payload["model"])
+            if "angle_ref" in payload["model"]:
+                self.model = JointSpaceDynamics.from_arrays(payload["model"], self.task)
+            else:
+                self.model = LinearGaussianDynamics.from_arrays(payload["model"])
         self.model_version = int(payload["model_version"])
         self.processed = {int(k): int(v) for k, v in payload["processed"].items()}
         self.last_episode = {int(k): int(v) for k, v in payload.get("last_episode", {}).items()}
         self.counters = Counters(**payload["counters"])
         self.rng.bit_generator.state = payload["rng"]
         torch.set_rng_state(payload["torch_rng"])
+
+
+def model_state(model) -> str:
+    """What the imagination model steps: 'joint' (q, q̇), 'observation', or 'none' yet."""
+    if model is None:
+        return "none"
+    return "joint" if isinstance(model, JointSpaceDynamics) else "observation"
 
 
 # --- the node ---------------------------------------------------------------------------------
@@ -308,6 +322,7 @@ class LearnerNode(Node):
             raise ConfigError("gap_timeout_s must be >= 0 and max_held >= 1")
         torch.set_num_threads(self.cfg.train.torch_threads)
         task = reacher_task(self.cfg.env)
+        self.task = task
         self.reward = task.reward
         self.obs_dim, self.act_dim = task.obs_dim, task.act_dim
         self.horizon = episode_steps(self.cfg.env)
@@ -380,7 +395,7 @@ class LearnerNode(Node):
         )
 
     def _new_learner(self) -> Learner:
-        return Learner(self.cfg, self.obs_dim, self.act_dim, self.horizon, self.reward)
+        return Learner(self.cfg, self.obs_dim, self.act_dim, self.horizon, self.reward, self.task)
 
     # --- lifecycle of the worker --------------------------------------------------------------
     def start(self) -> None:
@@ -513,13 +528,21 @@ class LearnerNode(Node):
             arrays = unpack_arrays(msg)
             version = int(arrays["version"])
             model = LinearGaussianDynamics.from_arrays(arrays)
+            joint = None
+            if self.cfg.model_based.linear_state == "joint":
+                joint = joint_model_from_arrays(arrays, self.task)
         except (CodecError, KeyError, ValueError, TypeError) as exc:
             self.diag.reject("bad_model", f"{type(exc).__name__}: {exc}")
             return
         if (model.nx, model.nu) != (self.obs_dim, self.act_dim):
             self.diag.reject("bad_model", f"model dims ({model.nx}, {model.nu})")
             return
-        self._queue.put(("model", version, model))
+        if joint is not None and (joint.model.nu, joint.horizon) != (self.act_dim, model.horizon):
+            self.diag.reject("bad_model", f"joint model ({joint.model.nu}, T={joint.horizon})")
+            return
+        # Imagination steps the joint-space model when the fitter sent one (it predicts the
+        # fingertip far better); an observation-space model alone still works.
+        self._queue.put(("model", version, joint if joint is not None else model))
 
     def _on_metrics_timer(self) -> None:
         now, updates = time.monotonic(), self.learner.agent.updates
@@ -556,6 +579,7 @@ class LearnerNode(Node):
             imagination_rollouts=c.rollouts,
             imagination_active=L.imagination_active,
             model_version=L.model_version,
+            model_state=model_state(L.model),
             weights_published=self.weights_published,
             checkpoints_saved=self.checkpoint.saves,
             resumed=self.resumed,
