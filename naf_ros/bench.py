@@ -8,6 +8,7 @@ Suites:
   model-based  NAF vs. NAF + imagination rollouts (linear, -NN, true model) and iLQG mixing
   updates      learner updates/s for the paper's network sizes
   graph        ROS node graph: lockstep steps/s vs in-process, real-time latency, K arms
+  model-error  imagined vs. real rollouts: tip and reward error of each dynamics model
 """
 
 from __future__ import annotations
@@ -179,6 +180,7 @@ MODEL_BASED_VARIANTS = {
 def bench_model_based(args) -> dict:
     jobs = []
     variants = args.variants or list(MODEL_BASED_VARIANTS)
+    warmup = {} if args.warmup_steps is None else {"warmup_steps": args.warmup_steps}
     for label in variants:
         mb = dict(MODEL_BASED_VARIANTS[label])
         if mb.get("enabled"):
@@ -193,7 +195,7 @@ def bench_model_based(args) -> dict:
         for seed in range(args.seeds):
             cfg = {
                 "env": {"id": REACHER_FIXED},
-                "agent": {"hidden": args.hidden},
+                "agent": {"hidden": args.hidden, **warmup},
                 "exploration": {"kind": args.exploration, "scale": args.noise},
                 "model_based": mb,
                 "train": {
@@ -296,7 +298,9 @@ def _print_table(env_id: str, variants: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="naf-ros bench", description=__doc__.splitlines()[0])
-    parser.add_argument("suite", choices=["naf", "model-based", "updates", "graph", "report"])
+    parser.add_argument(
+        "suite", choices=["naf", "model-based", "updates", "graph", "model-error", "report"]
+    )
     parser.add_argument(
         "--runs",
         nargs="*",
@@ -336,6 +340,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rollout-length", type=int, default=5)
     parser.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=None,
+        help="model-based: real transitions in R before the first update (all variants)",
+    )
+    parser.add_argument(
         "--linear-state",
         choices=["joint", "observation"],
         default=None,
@@ -350,6 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="*", choices=list(MODEL_BASED_VARIANTS))
     parser.add_argument("--workers", type=int, default=2)
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["model-error"]:  # its own options (see --help there)
+        from naf_ros.bench_model_error import main as model_error_main
+
+        return model_error_main(argv[1:])
     if argv[:1] == ["graph"]:  # the graph suite has its own options (see --help there)
         from naf_ros.bench_graph import build_parser as graph_parser
         from naf_ros.bench_graph import main as graph_main

@@ -113,10 +113,17 @@ def test_cli_trains_any_box_env_with_progress_and_run_folder(env_id, tmp_path):
         assert (run_dir / name).is_file(), name
 
 
-@pytest.mark.parametrize("name", ["train_reacher.yaml", "train_reacher_v5.yaml"])
-def test_shipped_training_configs_validate(name):
+@pytest.mark.parametrize(
+    "name, hidden, model_based",
+    [
+        ("train_reacher.yaml", [200, 200], False),
+        ("train_reacher_v5.yaml", [200, 200], False),
+        ("train_reacher_imr.yaml", [64, 64], True),
+    ],
+)
+def test_shipped_training_configs_validate(name, hidden, model_based):
     """The configs the README points at must load with the schema (no unknown keys)."""
     from pathlib import Path
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "config" / name)
-    assert cfg.agent.hidden == [200, 200]
+    assert cfg.agent.hidden == hidden and cfg.model_based.enabled == model_based
