@@ -2,7 +2,7 @@
 
 Why: the reacher's observation (cos q, sin q, q̇, target, tip - target) is nonlinear in the
 joint angles, while one control period of arm physics is close to linear in (q, q̇, u). A
-time-varying linear model of the joint state therefore predicts the fingertip about ten
+time-varying linear model of the joint state therefore predicts the fingertip about twenty
 times better per step than one of the observation (``naf-ros bench model-error``), and the
 task's forward kinematics turns every predicted joint state into a consistent observation
 (cos² + sin² = 1, tip = FK(q)) whose reward is exact for that state. It needs only what a
