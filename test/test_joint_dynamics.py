@@ -187,6 +187,8 @@ def test_trainer_imagines_through_the_joint_model_and_checkpoints_it(tmp_path):
             t.run_episode()
         assert t.accelerator.stats["imagined"] > 0
     assert isinstance(joint.accelerator.model, JointSpaceDynamics)
+    imagined_count = joint.accelerator.stats["imagined"]
+    assert joint._imagination_note() == f" | models 1 | imagined {imagined_count} (on)"
     assert isinstance(observed.accelerator.model, LinearGaussianDynamics)
     # iLQG plans on the observation-space fit either way; the joint model is for imagination.
     imagined = joint.accelerator.fictional.state_dict()

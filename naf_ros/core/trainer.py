@@ -278,11 +278,19 @@ class Trainer:
             }
             self.metrics.append(row)
             if cfg.train.progress:
-                self.log(self._progress_line(row, evaluated))
+                self.log(self._progress_line(row, evaluated) + self._imagination_note())
         self.save()
         if self.recorder is not None:
             self.recorder.close()
         return self.finish(time.perf_counter() - t_start)
+
+    def _imagination_note(self) -> str:
+        """Algorithm 2's state on the progress line: models fitted, imagined transitions."""
+        acc = self.accelerator
+        if acc is None:
+            return ""
+        on = "on" if acc.imagination_on(self.counters.episodes) else "off"
+        return f" | models {acc.stats['fits']} | imagined {acc.stats['imagined']} ({on})"
 
     def _progress_line(self, row: dict, evaluated: bool) -> str:
         ev = (
