@@ -1150,8 +1150,10 @@ def _plots(args: argparse.Namespace, payload: dict, store: dict) -> list[str]:
         written.append(path.name)
     if store.get("curve"):
         path = args.out / "graph_curve.png"
+        imr = any(item.replace(" ", "") == "model_based.enabled=true" for item in args.graph_set)
+        label = "NAF + imagination rollouts" if imr else "NAF"
         plot_curves(
-            store["curve"], path, "NAF, fixed-target 3-DOF reacher: ROS graph vs. in-process"
+            store["curve"], path, f"{label}, fixed-target 3-DOF reacher: ROS graph vs. in-process"
         )
         written.append(path.name)
     return written
