@@ -199,6 +199,10 @@ def test_trainer_imagines_through_the_joint_model_and_checkpoints_it(tmp_path):
     joint.save()
     again = trainer("joint", "j")
     again.load(tmp_path / "j" / "checkpoint.pt")
+    for name in ("prior", "joint_prior"):  # the pooled history survives a resume
+        before, after = getattr(joint.accelerator, name), getattr(again.accelerator, name)
+        assert after.n_episodes == before.n_episodes == 2
+        assert np.array_equal(after.means, before.means)
     x = np.tile(next_obs[:1], (4, 1))
     u = np.zeros((4, N_JOINTS))
     assert np.array_equal(

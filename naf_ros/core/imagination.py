@@ -346,6 +346,10 @@ class ModelBasedAccelerator:
             else None,
             "controller": self.controller.to_arrays() if self.controller is not None else None,
             "stats": dict(self.stats),
+            # The priors pool the last prior_episodes episodes: experience a resumed run's
+            # next fits need as much as the uninterrupted run's.
+            "prior": self.prior,
+            "joint_prior": self.joint_prior,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -359,3 +363,6 @@ class ModelBasedAccelerator:
         if state.get("controller") is not None:
             self.controller = LinearGaussianController.from_arrays(state["controller"])
         self.stats.update(state["stats"])
+        for name in ("prior", "joint_prior"):
+            if isinstance(state.get(name), DynamicsPrior):  # absent in older checkpoints
+                setattr(self, name, state[name])
