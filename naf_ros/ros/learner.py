@@ -647,7 +647,7 @@ class LearnerNode(Node):
                 return False  # the latched copy of the model we already have
             self.learner.set_model(model, version)
             self.get_logger().info(
-                f"model v{version} (T={model.horizon}); imagination "
+                f"model v{version} (T={model.horizon}, {model_state(model)} state); imagination "
                 f"{'on' if self.learner.imagination_active else 'off'}"
             )
             return False
