@@ -1150,7 +1150,7 @@ def _plots(args: argparse.Namespace, payload: dict, store: dict) -> list[str]:
         written.append(path.name)
     if store.get("curve"):
         path = args.out / "graph_curve.png"
-        imr = any(item.replace(" ", "") == "model_based.enabled=true" for item in args.graph_set)
+        imr = shared_config(args, {}).model_based.enabled  # what the graph ran
         label = "NAF + imagination rollouts" if imr else "NAF"
         plot_curves(
             store["curve"], path, f"{label}, fixed-target 3-DOF reacher: ROS graph vs. in-process"

@@ -69,9 +69,9 @@ def measure(trainer, starts: int = 200, seed: int = 1) -> dict:
     true = TrueSimModel(cfg.env.id, cfg.env.kwargs)
     ref_x, ref_r = _rollout(true, trainer.agent, task, x0, t0, max(HORIZONS), seed, noise, T)
     out = {}
+    d = task.delta_slice
     for name, model in models.items():
         xs, rs = _rollout(model, trainer.agent, task, x0, t0, max(HORIZONS), seed, noise, T)
-        d = task.delta_slice
         out[name] = {
             "tip_error_m": {
                 k: float(np.mean(np.linalg.norm(xs[k][:, d] - ref_x[k][:, d], axis=1)))

@@ -171,9 +171,15 @@ class ModelBasedAccelerator:
         self.model: Any = None
         self.controller: LinearGaussianController | None = None
         self.prior = DynamicsPrior(max_episodes=mb.prior_episodes, seed=cfg.train.seed)
-        self.joint_prior = DynamicsPrior(max_episodes=mb.prior_episodes, seed=cfg.train.seed)
-        self.joint_space = mb.model == "linear" and mb.linear_state == "joint"
-        if self.joint_space and not hasattr(task, "joint_state_from_observation"):
+        # model_based.linear_state 'joint': imagination steps a joint-space fit with its own
+        # prior (None otherwise); iLQG keeps the observation-space fit.
+        joint_space = mb.model == "linear" and mb.linear_state == "joint"
+        self.joint_prior = (
+            DynamicsPrior(max_episodes=mb.prior_episodes, seed=cfg.train.seed)
+            if joint_space
+            else None
+        )
+        if joint_space and not hasattr(task, "joint_state_from_observation"):
             raise ConfigError(
                 f"model_based.linear_state: 'joint' needs a task that maps observations to "
                 f"joint states; {cfg.env.id!r} has none (use 'observation')"
@@ -256,7 +262,7 @@ class ModelBasedAccelerator:
             self.prior.update(X, U)
             observed = fit_linear_gaussian(X, U, self.prior, reg=self.mb.reg)
             self.model = observed
-            if self.joint_space:
+            if self.joint_prior is not None:
                 self.model = fit_joint_space(self.task, X, U, self.joint_prior, reg=self.mb.reg)
             return observed
         x_nom, u_nom = X.mean(0), U.mean(0)
@@ -363,6 +369,8 @@ class ModelBasedAccelerator:
         if state.get("controller") is not None:
             self.controller = LinearGaussianController.from_arrays(state["controller"])
         self.stats.update(state["stats"])
-        for name in ("prior", "joint_prior"):
-            if isinstance(state.get(name), DynamicsPrior):  # absent in older checkpoints
-                setattr(self, name, state[name])
+        # Absent in older checkpoints; a joint prior only where this config fits one.
+        if isinstance(state.get("prior"), DynamicsPrior):
+            self.prior = state["prior"]
+        if self.joint_prior is not None and isinstance(state.get("joint_prior"), DynamicsPrior):
+            self.joint_prior = state["joint_prior"]

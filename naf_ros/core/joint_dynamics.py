@@ -74,17 +74,20 @@ class JointSpaceDynamics:
 
     def joint_state(self, t: int | np.ndarray, x: np.ndarray) -> np.ndarray:
         """Observations at steps ``t`` as joint states on the model's angle branch."""
-        q, qd, _ = self.task.joint_state_from_observation(x)
-        ref = self.angle_ref[np.clip(np.asarray(t), 0, self.horizon)]
-        return np.concatenate([ref + wrap_angle(q - ref), qd], axis=-1)
+        return self._split(t, x)[0]
 
     def predict(self, t: int | np.ndarray, x: np.ndarray, u: np.ndarray) -> np.ndarray:
         """Mean next observation: the joint state steps linearly, the task observes it."""
-        x = np.asarray(x, dtype=float)
-        z_next = self.model.predict(t, self.joint_state(t, x), u)
+        z, target = self._split(t, np.asarray(x, dtype=float))
+        z_next = self.model.predict(t, z, u)
         n = self.task.n_joints
-        target = self.task.joint_state_from_observation(x)[2]
         return self.task.observation(z_next[..., :n], z_next[..., n:], target)
+
+    def _split(self, t: int | np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(joint state on the model's branch, target) of observations at steps ``t``."""
+        q, qd, target = self.task.joint_state_from_observation(x)
+        ref = self.angle_ref[np.clip(np.asarray(t), 0, self.horizon)]
+        return np.concatenate([ref + wrap_angle(q - ref), qd], axis=-1), target
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {**self.model.to_arrays(), "angle_ref": self.angle_ref.copy()}
