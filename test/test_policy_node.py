@@ -305,7 +305,10 @@ def test_realtime_ilqg_latency_and_sigint(lease, tmp_path):
                 "train.episodes": 1000,
                 "exploration.kind": "precision",
                 "model_based.ilqg_probability": 1.0,
-                "startup_timeout": 0.0,
+                # No learner here; the probe checks every seq, so the policy waits for it
+                # at start (but has no acknowledgements to wait for at shutdown).
+                "startup_subscribers": ["test_probe"],
+                "drain_timeout": 0.0,
                 "gil_switch_interval_ms": 0.25,
             }
         ),
