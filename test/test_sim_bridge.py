@@ -18,6 +18,7 @@ from rosgraph_msgs.msg import Clock
 from rosutil import (
     RosTestNode,
     allocate_domain,
+    diagnostic_values,
     rejected_counts,
     spawn_node,
     wait_rejected,
@@ -202,6 +203,25 @@ def test_pause_blocks_lockstep(graph):
     assert len(g["js0"]) == n
     assert g["probe"].call(SetBool, "/arm0/sim/pause", SetBool.Request(data=False)).success
     step_once(g, [0.0, 0.0, 0.0])
+
+
+def test_reset_zeroes_effort_and_diagnostics_say_so(graph):
+    """A reset starts the episode at rest: /diagnostics reports zero effort at once, not the
+    last command's effort (the watchdog never fires on an effort that is already zero)."""
+    g = graph
+    node = "/arm0/sim_bridge"
+    for _ in range(5):  # a reset slower than the watchdog (0.3 s) would not test the reset
+        trips = int(diagnostic_values(g["diag"], node).get("watchdog_trips", "0"))
+        step_once(g, [0.2, -0.1, 0.05])
+        t_cmd = time.monotonic()
+        assert g["probe"].call(Trigger, "/arm0/sim/reset", Trigger.Request()).success
+        if time.monotonic() - t_cmd < 0.25:
+            break
+    assert wait_until(
+        lambda: diagnostic_values(g["diag"], node).get("applied_effort") == "[0.0, 0.0, 0.0]", 3.0
+    ), diagnostic_values(g["diag"], node)
+    assert int(diagnostic_values(g["diag"], node).get("watchdog_trips", "0")) == trips
+    assert list(g["js0"].last.effort) == [0.0, 0.0, 0.0]
 
 
 def test_realtime_rate_and_watchdog(graph):

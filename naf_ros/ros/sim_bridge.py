@@ -153,6 +153,7 @@ class SimBridge(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.sim.set_effort(np.zeros(self.n))
+        self._report_effort()
         self._command = None
         self._last_command_wall = time.monotonic()
         self.active = True
@@ -300,11 +301,15 @@ class SimBridge(LifecycleNode):
 
     # --- physics and outputs ------------------------------------------------------------------
     def _reset(self, seed: int | None = None) -> None:
+        """A new episode starts at rest with zero effort: the held command belongs to the old
+        one, and /diagnostics must say so (it reported the last applied effort before)."""
         options = None
         if self._target_request is not None:
             options = {"target": self._target_request}
             self._target_request = None
         self.env.reset(seed=seed, options=options)
+        self._command = None
+        self._report_effort()
 
     def _step(self) -> None:
         self.sim.step()
