@@ -205,6 +205,11 @@ class Collector:
         with self._cond:
             return list(self.messages)
 
+    def timed(self) -> list[tuple[float, Any]]:
+        """(arrival time, message) pairs, taken together so they cannot misalign."""
+        with self._cond:
+            return list(zip(self.times, self.messages))
+
     def wait_for(self, n: int, timeout: float) -> bool:
         """True once at least ``n`` messages arrived."""
         return self.wait_until(lambda msgs: len(msgs) >= n, timeout)

@@ -98,8 +98,7 @@ class Run:
 
     def diag_values(self, node: str, since: float = 0.0) -> dict[str, str]:
         """Newest /diagnostics values of ``node`` received after ``since`` (monotonic)."""
-        msgs, times = self.diag.snapshot(), list(self.diag.times)
-        for msg, when in zip(reversed(msgs), reversed(times)):
+        for when, msg in reversed(self.diag.timed()):
             if when < since:
                 break
             for status in msg.status:
@@ -110,7 +109,7 @@ class Run:
     def diag_history(self, node: str, since: float) -> list[dict[str, str]]:
         """Every /diagnostics values of ``node`` received after ``since``, oldest first."""
         out = []
-        for msg, when in zip(self.diag.snapshot(), list(self.diag.times)):
+        for when, msg in self.diag.timed():
             if when >= since:
                 out += [
                     {kv.key: kv.value for kv in st.values}

@@ -358,7 +358,7 @@ def test_realtime_ilqg_latency_and_sigint(lease, tmp_path):
         # Latency: each command vs. the joint state that preceded it (both seen by the probe).
         js_times = np.asarray(js.times)
         lat = []
-        for when, msg in zip(cmds.times, cmds.snapshot()):
+        for when, msg in cmds.timed():
             if not any(msg.data):
                 continue
             before = js_times[js_times <= when]
