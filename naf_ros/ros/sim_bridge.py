@@ -152,8 +152,7 @@ class SimBridge(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.sim.set_effort(np.zeros(self.n))
-        self._report_effort()
+        self._zero_effort()
         self._command = None
         self._last_command_wall = time.monotonic()
         self.active = True
@@ -191,8 +190,11 @@ class SimBridge(LifecycleNode):
         self._timer = self._watchdog_timer = None
         self._command = None
         if self.env is not None:
-            self.sim.set_effort(np.zeros(self.n))
-            self._report_effort()
+            self._zero_effort()
+
+    def _zero_effort(self) -> None:
+        self.sim.set_effort(np.zeros(self.n))
+        self._report_effort()
 
     def safe_stop(self) -> None:
         """Called by run_node on the way down, while ROS is still up."""
