@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from naf_ros.ros import names
 from naf_ros.ros.codec import (
     TRANSITION_SCHEMA_VERSION,
     CodecError,
@@ -41,10 +42,11 @@ from naf_ros.ros.codec import (
     unpack_arrays,
 )
 
-TRANSITIONS_TOPIC = "/naf/transitions"
-JOINT_STATES_TOPIC = "/joint_states"
-TARGET_TOPIC = "/target"
-DEFAULT_CONTROLLER = "effort_controller"
+# A bag holds one arm's topics under their absolute names (the arm's namespace stripped).
+TRANSITIONS_TOPIC = names.TRANSITIONS_TOPIC
+JOINT_STATES_TOPIC = "/" + names.JOINT_STATES_TOPIC
+TARGET_TOPIC = "/" + names.TARGET_TOPIC
+DEFAULT_CONTROLLER = names.DEFAULT_CONTROLLER
 ARRAY_TYPE = "std_msgs/msg/Float64MultiArray"
 JOINT_STATE_TYPE = "sensor_msgs/msg/JointState"
 POINT_TYPE = "geometry_msgs/msg/PointStamped"
@@ -61,7 +63,7 @@ class BagError(RuntimeError):
 
 
 def commands_topic(controller: str = DEFAULT_CONTROLLER) -> str:
-    return f"/{controller.strip('/')}/commands"
+    return "/" + names.commands_topic(controller)
 
 
 def _typestore():

@@ -46,10 +46,10 @@ import yaml
 from naf_ros.config import SECTIONS, Config, config_from_dict
 from naf_ros.proc_group import PACKAGE_ROOT, ros_child_env, spawn_group, stop_group
 from naf_ros.ros.background import BackgroundNode
+from naf_ros.ros.names import DIAGNOSTICS_TOPIC, PROGRESS_TOPIC, metric_topic
 
 PARTS = ("throughput", "latency", "arms", "curve")
-LOCK_DIR = Path(tempfile.gettempdir()) / "naf_ros_test_domains"  # shared with test/rosutil.py
-PROGRESS_TOPIC = "/naf/learner_progress"
+LOCK_DIR = Path(tempfile.gettempdir()) / "naf_ros_test_domains"  # shared with test/support/ros.py
 EVAL_LINE = re.compile(r"eval after episode (\d+): return (-?[0-9.]+(?:e-?\d+)?)")
 
 
@@ -485,7 +485,7 @@ def lockstep_rate(args: argparse.Namespace, arms: int, tag: str) -> dict:
     run_dir = args.out / "graph_runs" / f"{tag}-{time.strftime('%H%M%S')}"
     with graph_session(args, run_dir, launch_args) as (run, probe):
         progress = probe.record(Float64MultiArray, PROGRESS_TOPIC, deep, _progress_value)
-        diag = probe.record(DiagnosticArray, "/diagnostics", deep, _diag_value)
+        diag = probe.record(DiagnosticArray, DIAGNOSTICS_TOPIC, deep, _diag_value)
         time.sleep(0.5)
         run.start()
         cpu_a = cpu_b = None
@@ -690,7 +690,7 @@ def part_latency(args: argparse.Namespace, store: dict) -> dict:
     cfg = shared_config(args, {})
     control_dt = 0.02
     with contextlib.suppress(Exception):
-        from naf_ros.ros.sim_bridge import reacher_env_kwargs
+        from naf_ros.envs.configured import reacher_env_kwargs
 
         control_dt = float(reacher_env_kwargs(cfg.env).get("control_dt", control_dt))
     period_ns = int(control_dt * 1e9)
@@ -715,7 +715,7 @@ def part_latency(args: argparse.Namespace, store: dict) -> dict:
             lambda m: bool(np.any(np.asarray(m.data) != 0.0)),
         )
         progress = probe.record(Float64MultiArray, PROGRESS_TOPIC, deep, _progress_value)
-        diag = probe.record(DiagnosticArray, "/diagnostics", deep, _diag_value)
+        diag = probe.record(DiagnosticArray, DIAGNOSTICS_TOPIC, deep, _diag_value)
         time.sleep(0.5)
         run.start()
         learning_from: int | None = None
@@ -898,7 +898,7 @@ def _echo_responder(priority: int = 0) -> int:
     rclpy.init()
     node = rclpy.create_node("naf_bench_echo")
     if priority > 0:
-        from naf_ros.ros.common import raise_priority
+        from naf_ros.ros.realtime import raise_priority
 
         raise_priority(node, priority)
     pub = node.create_publisher(Float64MultiArray, "/effort_controller/commands", qos.COMMANDS)
@@ -1007,9 +1007,9 @@ def graph_curve(args: argparse.Namespace, seed: int, overrides: dict[str, Any]) 
     run_dir = args.out / "graph_runs" / f"curve-s{seed}-{time.strftime('%H%M%S')}"
     t0 = time.monotonic()
     with graph_session(args, run_dir, launch_args) as (run, probe):
-        evals = probe.record(Float64, "/naf/metrics/eval_return", deep, lambda m: float(m.data))
+        evals = probe.record(Float64, metric_topic("eval_return"), deep, lambda m: float(m.data))
         tips = probe.record(
-            Float64, "/naf/metrics/eval_tip_distance", deep, lambda m: float(m.data)
+            Float64, metric_topic("eval_tip_distance"), deep, lambda m: float(m.data)
         )
         time.sleep(0.5)
         run.start()

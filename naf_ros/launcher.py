@@ -36,6 +36,7 @@ import yaml
 from naf_ros.config import ConfigError, config_from_dict
 from naf_ros.proc_group import PACKAGE_ROOT, ros_child_env
 from naf_ros.ros.background import BackgroundNode
+from naf_ros.ros.names import POLICY_METRICS, metric_topic
 
 NODES = (
     "sim_bridge",
@@ -48,14 +49,7 @@ NODES = (
 ARM_NODES = ("sim_bridge", "naf_policy", "bag_recorder")
 SHARED_KEY = "/**"
 SECTIONS = ("env", "agent", "exploration", "model_based", "train", "safety", "bag")
-METRIC_NAMES = (
-    "episode_return",
-    "tip_distance",
-    "eval_return",
-    "eval_tip_distance",
-    "updates_per_s",
-    "q_loss",
-)
+METRIC_NAMES = POLICY_METRICS + ("updates_per_s", "q_loss")  # what a progress line shows
 
 
 def default_config_path() -> Path:
@@ -321,7 +315,7 @@ class Progress(BackgroundNode):
         for name in METRIC_NAMES:
             self.node.create_subscription(
                 Float64,
-                f"/naf/metrics/{name}",
+                metric_topic(name),
                 lambda msg, name=name: self._on_metric(name, msg.data),
                 qos.METRICS,
             )

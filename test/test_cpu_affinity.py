@@ -6,10 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
-from rosutil import allocate_domain, spawn_node, wait_until
+from support.ros import allocate_domain, spawn_node, wait_until
 
 from naf_ros.config import ConfigError
-from naf_ros.ros.common import parse_cpu_list
+from naf_ros.ros.realtime import parse_cpu_list
+
+pytestmark = pytest.mark.graph  # starts node processes over DDS
 
 
 @pytest.mark.parametrize(

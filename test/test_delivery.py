@@ -337,7 +337,7 @@ def test_segments_rotate_and_unclosed_ones_are_set_aside(tmp_path):
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
 def test_read_only_folder(tmp_path):
     """Saving into a read-only run folder fails cleanly (skipped where root ignores modes)."""
-    from faultutil import read_only
+    from support.faults import read_only
 
     with read_only(tmp_path) as ok:
         if not ok:
@@ -352,7 +352,7 @@ def make_learner_node(run_dir: Path, **params):
     import rclpy
     from rclpy.context import Context
     from rclpy.parameter import Parameter
-    from rosutil import allocate_domain
+    from support.ros import allocate_domain
 
     from naf_ros.ros.learner import LearnerNode
 

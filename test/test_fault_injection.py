@@ -26,15 +26,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from diagnostic_msgs.msg import DiagnosticArray
-from faultutil import node_pid
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rosutil import PYTHON, REPO, RosTestNode, allocate_domain, ros_env, wait_until
 from std_msgs.msg import Float64MultiArray
+from support.faults import node_pid
+from support.ros import PYTHON, REPO, RosTestNode, allocate_domain, ros_env, wait_until
 
 from naf_ros.core.checkpoint import load_checkpoint
 from naf_ros.ros import qos
 from naf_ros.ros.codec import decode_transition, unpack_arrays
+from naf_ros.ros.names import CONTROLLER_TOPIC, DIAGNOSTICS_TOPIC, PROGRESS_TOPIC, TRANSITIONS_TOPIC
+
+pytestmark = pytest.mark.graph  # starts node processes over DDS
 
 T = 10
 COMMAND_TIMEOUT = 0.5
@@ -68,12 +72,10 @@ class Run:
     def __init__(self, domain: int, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.probe = RosTestNode(domain, name="fault_probe")
-        self.trans = self.probe.collect(Float64MultiArray, "/naf/transitions", DEEP)
-        self.progress = self.probe.collect(Float64MultiArray, "/naf/learner_progress", qos.LATCHED)
-        self.controllers = self.probe.collect(
-            Float64MultiArray, "/naf/ilqg_controller", qos.LATCHED
-        )
-        self.diag = self.probe.collect(DiagnosticArray, "/diagnostics", 500)
+        self.trans = self.probe.collect(Float64MultiArray, TRANSITIONS_TOPIC, DEEP)
+        self.progress = self.probe.collect(Float64MultiArray, PROGRESS_TOPIC, qos.LATCHED)
+        self.controllers = self.probe.collect(Float64MultiArray, CONTROLLER_TOPIC, qos.LATCHED)
+        self.diag = self.probe.collect(DiagnosticArray, DIAGNOSTICS_TOPIC, 500)
         args = [PYTHON, "-m", "naf_ros.cli", "launch", "--", "--domain-id", str(domain),
                 "--run-dir", str(run_dir), *GRAPH]  # fmt: skip
         self.proc = subprocess.Popen(
@@ -188,7 +190,7 @@ def read_bag_transitions(folder: Path) -> list[tuple[int, int, bytes]]:
                 fh, decoder_factories=[mcap_ros2_decoder.DecoderFactory()]
             )
             for _, channel, _, msg in reader.iter_decoded_messages():
-                assert channel.topic == "/naf/transitions"
+                assert channel.topic == TRANSITIONS_TOPIC
                 dims = {d.label.split(":")[0]: d.stride for d in msg.layout.dim}
                 data = np.asarray(msg.data, np.float64)
                 out.append((int(data[dims["episode"]]), int(data[dims["seq"]]), data.tobytes()))

@@ -92,15 +92,15 @@ from typing import Any
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
-from faultutil import node_pid
 from geometry_msgs.msg import PointStamped
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.subscription_content_filter_options import ContentFilterOptions
-from rosutil import PYTHON, REPO, RosTestNode, allocate_domain, ros_env, wait_until
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float32MultiArray, Float64MultiArray, MultiArrayDimension
+from support.faults import node_pid
+from support.ros import PYTHON, REPO, RosTestNode, allocate_domain, ros_env, wait_until
 
 from naf_ros.config import AgentConfig
 from naf_ros.core.checkpoint import load_checkpoint
@@ -109,7 +109,18 @@ from naf_ros.core.ilqg import LinearGaussianController
 from naf_ros.core.naf import NAFAgent
 from naf_ros.envs.task import ArmModel
 from naf_ros.ros import qos
-from naf_ros.ros.common import parse_transition
+from naf_ros.ros.messages import parse_transition
+from naf_ros.ros.names import (
+    CONTROLLER_TOPIC,
+    DIAGNOSTICS_TOPIC,
+    JOINT_STATES_TOPIC,
+    MODEL_TOPIC,
+    PROGRESS_TOPIC,
+    TRANSITIONS_TOPIC,
+    WEIGHTS_TOPIC,
+)
+
+pytestmark = pytest.mark.graph  # starts node processes over DDS
 
 ARM = ArmModel.from_mjcf()
 JOINTS = list(ARM.joint_names)
@@ -149,7 +160,7 @@ TRANSITION_REASONS = frozenset(
 REASONS: dict[tuple[str, str], frozenset[str]] = {
     ("commands", "sim_bridge"): frozenset({"command_length", "command_non_finite"}),
     ("target_request", "sim_bridge"): frozenset({"target_non_finite"}),
-    ("joint_states", "naf_policy"): frozenset(
+    (JOINT_STATES_TOPIC, "naf_policy"): frozenset(
         {
             "joint_state_no_names",
             "joint_state_length",
@@ -190,11 +201,11 @@ TOPICS: dict[str, tuple[type, str, QoSProfile]] = {
     "target_request": (PointStamped, "/target_request", LATCHED_OUT),
     "joint_states": (JointState, "/joint_states", STREAM_OUT),
     "target": (PointStamped, "/target", LATCHED_OUT),
-    "weights": (Float32MultiArray, "/naf/weights", LATCHED_OUT),
-    "controller": (Float64MultiArray, "/naf/ilqg_controller", LATCHED_OUT),
-    "progress": (Float64MultiArray, "/naf/learner_progress", LATCHED_OUT),
-    "transitions": (Float64MultiArray, "/naf/transitions", STREAM_OUT),
-    "models": (Float64MultiArray, "/naf/dynamics_model", LATCHED_OUT),
+    "weights": (Float32MultiArray, WEIGHTS_TOPIC, LATCHED_OUT),
+    "controller": (Float64MultiArray, CONTROLLER_TOPIC, LATCHED_OUT),
+    "progress": (Float64MultiArray, PROGRESS_TOPIC, LATCHED_OUT),
+    "transitions": (Float64MultiArray, TRANSITIONS_TOPIC, STREAM_OUT),
+    "models": (Float64MultiArray, MODEL_TOPIC, LATCHED_OUT),
 }
 
 # --- malformation kinds -----------------------------------------------------------------------
@@ -244,7 +255,7 @@ ACCEPTED: dict[tuple[str, str], frozenset[str]] = {
     ("commands", "sim_bridge"): frozenset({"over_limit"}),
     ("target_request", "sim_bridge"): frozenset({"absurd", "plausible"}),
     ("target", "naf_policy"): frozenset({"absurd", "plausible"}),
-    ("joint_states", "naf_policy"): frozenset({"extra_joints", "absurd"}),
+    (JOINT_STATES_TOPIC, "naf_policy"): frozenset({"extra_joints", "absurd"}),
     # Finite doubles beyond float32: the learner's float32 replay must refuse them; the
     # fitter works in float64 (and a fuzz producer never completes an episode).
     ("transitions", "dynamics_fitter"): frozenset({"beyond_float32"}),
@@ -497,7 +508,7 @@ class Malformer:
         return self.point("target")
 
     def joint_states(self) -> tuple[JointState, str]:
-        kind = self.kind("joint_states")
+        kind = self.kind(JOINT_STATES_TOPIC)
         rng = self.rng
         names = list(JOINTS)
         if kind in ("extra_joints", "non_finite", "length") and rng.random() < 0.5:
@@ -860,7 +871,7 @@ class Graph:
             cls, topic, _ = TOPICS[name]
             watch.fuzz_gids = self.fuzz_gids(topic)
             n.create_subscription(cls, topic, watch, PROBE_IN, content_filter_options=filters[name])
-        self.diag = self.node.collect(DiagnosticArray, "/diagnostics", 1000)
+        self.diag = self.node.collect(DiagnosticArray, DIAGNOSTICS_TOPIC, 1000)
         args = [*NICE, PYTHON, "-m", "naf_ros.cli", "launch", "--", "--domain-id", str(domain),
                 "--run-dir", str(run_dir), *GRAPH]  # fmt: skip
         self.proc = subprocess.Popen(
@@ -1061,7 +1072,7 @@ def test_every_input_survives_10000_malformed_messages(graph):
     # last test, from its checkpoint.)
     for name, watch in g.watch.items():
         assert not watch.problems, (name, watch.problems)
-    assert g.watch["joint_states"].count > 0 and g.watch["commands"].count > 0
+    assert g.watch[JOINT_STATES_TOPIC].count > 0 and g.watch["commands"].count > 0
 
     # Rejections are counted.
     rows, failures = [], []

@@ -12,14 +12,18 @@ import subprocess
 import time
 
 import numpy as np
+import pytest
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rosutil import PYTHON, REPO, RosTestNode, allocate_domain, ros_env, wait_until
 from std_msgs.msg import Float32MultiArray, Float64MultiArray
+from support.ros import PYTHON, REPO, RosTestNode, allocate_domain, ros_env, wait_until
 
 from naf_ros.envs.task import ArmModel, ReacherTask
 from naf_ros.launcher import node_available
 from naf_ros.ros import qos
 from naf_ros.ros.codec import decode_transition, unpack_arrays
+from naf_ros.ros.names import CONTROLLER_TOPIC, PROGRESS_TOPIC, TRANSITIONS_TOPIC, WEIGHTS_TOPIC
+
+pytestmark = pytest.mark.graph  # starts node processes over DDS
 
 TASK = ReacherTask(ArmModel.from_mjcf())
 OBS, ACT = TASK.obs_dim, TASK.act_dim
@@ -69,14 +73,14 @@ def test_two_arms_full_graph(tmp_path):
     """Two arms, Algorithm 2 on: transitions gap-free per producer, learner and iLQG in play."""
     lease = allocate_domain()
     probe = RosTestNode(lease.domain_id)
-    trans = probe.collect(Float64MultiArray, "/naf/transitions", qos.TRANSITIONS)
+    trans = probe.collect(Float64MultiArray, TRANSITIONS_TOPIC, qos.TRANSITIONS)
     cmds = [
         probe.collect(Float64MultiArray, f"/arm{i}/effort_controller/commands", DEEP)
         for i in range(2)
     ]
-    weights = probe.collect(Float32MultiArray, "/naf/weights", qos.LATCHED)
-    progress = probe.collect(Float64MultiArray, "/naf/learner_progress", qos.LATCHED)
-    controllers = probe.collect(Float64MultiArray, "/naf/ilqg_controller", qos.LATCHED)
+    weights = probe.collect(Float32MultiArray, WEIGHTS_TOPIC, qos.LATCHED)
+    progress = probe.collect(Float64MultiArray, PROGRESS_TOPIC, qos.LATCHED)
+    controllers = probe.collect(Float64MultiArray, CONTROLLER_TOPIC, qos.LATCHED)
     episodes = 4
     t0 = time.monotonic()
     proc = launch(
@@ -148,7 +152,7 @@ def test_ctrl_c_stops_everything_with_zero_effort(tmp_path):
     """SIGINT to the launcher mid-run: every node goes down, each arm's last command is zero."""
     lease = allocate_domain()
     probe = RosTestNode(lease.domain_id)
-    trans = probe.collect(Float64MultiArray, "/naf/transitions", qos.TRANSITIONS)
+    trans = probe.collect(Float64MultiArray, TRANSITIONS_TOPIC, qos.TRANSITIONS)
     cmds = probe.collect(Float64MultiArray, "/effort_controller/commands", DEEP)
     skip = ["--skip", "learner", "--skip", "dynamics_fitter", "--skip", "ilqg_explorer"]
     proc = launch(lease.domain_id, tmp_path, "--episodes", "1000", "--mode", "realtime", *skip)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from naf_ros.ros.common import LatestOnly
+from naf_ros.ros.realtime import LatestOnly
 
 
 def test_newest_item_wins_and_older_ones_are_counted_as_superseded():

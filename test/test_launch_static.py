@@ -194,7 +194,7 @@ def test_parse_set_forms():
 
 def test_respawn_restarts_a_crashing_node_up_to_the_limit(tmp_path, capsys):
     """--respawn: a node that keeps dying is restarted --max-restarts times, then reported."""
-    from rosutil import allocate_domain
+    from support.ros import allocate_domain
 
     with allocate_domain() as domain:
         args = launcher.build_parser().parse_args(

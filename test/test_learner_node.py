@@ -16,7 +16,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rosutil import (
+from std_msgs.msg import Float32MultiArray, Float64MultiArray, MultiArrayDimension
+from support.ros import (
     RosTestNode,
     allocate_domain,
     diagnostic_values,
@@ -25,7 +26,6 @@ from rosutil import (
     wait_rejected,
     wait_until,
 )
-from std_msgs.msg import Float32MultiArray, Float64MultiArray, MultiArrayDimension
 
 import naf_ros.envs  # noqa: F401  (registers the reacher)
 from naf_ros.core.dynamics import DynamicsPrior, fit_linear_gaussian
@@ -37,6 +37,15 @@ from naf_ros.core.joint_dynamics import (
 from naf_ros.envs.task import ReacherTask
 from naf_ros.ros import qos
 from naf_ros.ros.codec import encode_transition, pack_arrays, unpack_arrays
+from naf_ros.ros.names import (
+    DIAGNOSTICS_TOPIC,
+    MODEL_TOPIC,
+    PROGRESS_TOPIC,
+    TRANSITIONS_TOPIC,
+    WEIGHTS_TOPIC,
+)
+
+pytestmark = pytest.mark.graph  # starts node processes over DDS
 
 ENV_ID = "NafRos/Reacher3DOFFixed-v0"
 T = 50
@@ -173,11 +182,11 @@ class Graph:
         self.lease = allocate_domain()
         self.log_dir, self.run_dir = log_dir, run_dir
         self.probe = RosTestNode(self.lease.domain_id, name="probe_learner")
-        self.diag = self.probe.collect(DiagnosticArray, "/diagnostics", 50)
-        self.weights = self.probe.collect(Float32MultiArray, "/naf/weights", qos.LATCHED)
-        self.progress = self.probe.collect(Float64MultiArray, "/naf/learner_progress", qos.LATCHED)
-        self.pub = self.probe.publisher(Float64MultiArray, "/naf/transitions", qos.TRANSITIONS)
-        self.model_pub = self.probe.publisher(Float64MultiArray, "/naf/dynamics_model", qos.LATCHED)
+        self.diag = self.probe.collect(DiagnosticArray, DIAGNOSTICS_TOPIC, 50)
+        self.weights = self.probe.collect(Float32MultiArray, WEIGHTS_TOPIC, qos.LATCHED)
+        self.progress = self.probe.collect(Float64MultiArray, PROGRESS_TOPIC, qos.LATCHED)
+        self.pub = self.probe.publisher(Float64MultiArray, TRANSITIONS_TOPIC, qos.TRANSITIONS)
+        self.model_pub = self.probe.publisher(Float64MultiArray, MODEL_TOPIC, qos.LATCHED)
         self.proc = None
         self.starts = 0
 

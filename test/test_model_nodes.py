@@ -14,7 +14,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
-from rosutil import (
+from std_msgs.msg import Float64MultiArray
+from support.ros import (
     RosTestNode,
     allocate_domain,
     diagnostic_values,
@@ -22,7 +23,6 @@ from rosutil import (
     wait_rejected,
     wait_until,
 )
-from std_msgs.msg import Float64MultiArray
 
 import naf_ros.envs  # noqa: F401  (registers the reacher)
 from naf_ros.core.dynamics import LinearGaussianDynamics
@@ -31,6 +31,9 @@ from naf_ros.core.joint_dynamics import joint_model_from_arrays
 from naf_ros.envs.task import ReacherTask
 from naf_ros.ros import qos
 from naf_ros.ros.codec import encode_transition, pack_arrays, unpack_arrays
+from naf_ros.ros.names import CONTROLLER_TOPIC, DIAGNOSTICS_TOPIC, MODEL_TOPIC, TRANSITIONS_TOPIC
+
+pytestmark = pytest.mark.graph  # starts node processes over DDS
 
 ENV_ID = "NafRos/Reacher3DOFFixed-v0"
 T, N_FIT = 50, 5
@@ -99,11 +102,11 @@ def graph(tmp_path_factory):
         "fitter": fitter,
         "explorer": explorer,
         "probe": probe,
-        "diag": probe.collect(DiagnosticArray, "/diagnostics", 50),
-        "models": probe.collect(Float64MultiArray, "/naf/dynamics_model", qos.LATCHED),
-        "controllers": probe.collect(Float64MultiArray, "/naf/ilqg_controller", qos.LATCHED),
-        "pub": probe.publisher(Float64MultiArray, "/naf/transitions", qos.TRANSITIONS),
-        "model_pub": probe.publisher(Float64MultiArray, "/naf/dynamics_model", qos.LATCHED),
+        "diag": probe.collect(DiagnosticArray, DIAGNOSTICS_TOPIC, 50),
+        "models": probe.collect(Float64MultiArray, MODEL_TOPIC, qos.LATCHED),
+        "controllers": probe.collect(Float64MultiArray, CONTROLLER_TOPIC, qos.LATCHED),
+        "pub": probe.publisher(Float64MultiArray, TRANSITIONS_TOPIC, qos.TRANSITIONS),
+        "model_pub": probe.publisher(Float64MultiArray, MODEL_TOPIC, qos.LATCHED),
         "data": episodes(N_FIT + 5, seed=4),
     }
     assert probe.wait_for_subscribers(g["pub"], timeout=40), fitter.output()

@@ -14,14 +14,18 @@ import signal
 
 import gymnasium as gym
 import numpy as np
+import pytest
 from diagnostic_msgs.msg import DiagnosticArray
-from rosutil import RosTestNode, allocate_domain, diagnostic_values, spawn_node, wait_until
 from std_msgs.msg import Float64MultiArray
+from support.ros import RosTestNode, allocate_domain, diagnostic_values, spawn_node, wait_until
 
 import naf_ros.envs  # noqa: F401  (registers the reacher)
 from naf_ros.core.checkpoint import load_checkpoint
 from naf_ros.ros import qos
 from naf_ros.ros.codec import encode_transition, unpack_arrays
+from naf_ros.ros.names import CONTROLLER_TOPIC, DIAGNOSTICS_TOPIC, MODEL_TOPIC, TRANSITIONS_TOPIC
+
+pytestmark = pytest.mark.graph  # starts node processes over DDS
 
 ENV_ID = "NafRos/Reacher3DOFFixed-v0"
 T, N_FIT = 20, 3
@@ -75,10 +79,10 @@ def test_fitter_and_explorer_resume_after_sigkill_and_from_prev(tmp_path):
         "checkpoint_every_s": 0.0,
     }
     probe = RosTestNode(domain, name="probe_recovery")
-    diag = probe.collect(DiagnosticArray, "/diagnostics", 200)
-    models = probe.collect(Float64MultiArray, "/naf/dynamics_model", qos.LATCHED)
-    ctrls = probe.collect(Float64MultiArray, "/naf/ilqg_controller", qos.LATCHED)
-    pub = probe.publisher(Float64MultiArray, "/naf/transitions", qos.TRANSITIONS)
+    diag = probe.collect(DiagnosticArray, DIAGNOSTICS_TOPIC, 200)
+    models = probe.collect(Float64MultiArray, MODEL_TOPIC, qos.LATCHED)
+    ctrls = probe.collect(Float64MultiArray, CONTROLLER_TOPIC, qos.LATCHED)
+    pub = probe.publisher(Float64MultiArray, TRANSITIONS_TOPIC, qos.TRANSITIONS)
     producer = Producer(pub)
     X, U, R = episodes(2 * N_FIT, seed=7)
     procs = []

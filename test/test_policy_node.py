@@ -16,7 +16,9 @@ from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rosutil import (
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float32MultiArray, Float64, Float64MultiArray
+from support.ros import (
     RosTestNode,
     allocate_domain,
     diagnostic_values,
@@ -24,8 +26,6 @@ from rosutil import (
     wait_rejected,
     wait_until,
 )
-from sensor_msgs.msg import JointState
-from std_msgs.msg import Float32MultiArray, Float64, Float64MultiArray
 
 from naf_ros.config import AgentConfig
 from naf_ros.core.ilqg import LinearGaussianController
@@ -33,6 +33,16 @@ from naf_ros.core.naf import NAFAgent
 from naf_ros.envs.task import ArmModel, ReacherTask
 from naf_ros.ros import qos
 from naf_ros.ros.codec import decode_transition, pack_arrays
+from naf_ros.ros.names import (
+    CONTROLLER_TOPIC,
+    DIAGNOSTICS_TOPIC,
+    PROGRESS_TOPIC,
+    TRANSITIONS_TOPIC,
+    WEIGHTS_TOPIC,
+    metric_topic,
+)
+
+pytestmark = pytest.mark.graph  # starts node processes over DDS
 
 TASK = ReacherTask(ArmModel.from_mjcf())
 LIMITS = TASK.arm.effort_limits
@@ -92,14 +102,14 @@ def test_lockstep_episodes_weights_learner_wait_and_bad_input(lease, tmp_path):
     """One lockstep run with a fake learner: UTD waiting, weight swap, injected garbage."""
     domain = lease
     probe = RosTestNode(domain, name="learner")  # the policy waits for a "learner" at start
-    trans = probe.collect(Float64MultiArray, "/naf/transitions", qos.TRANSITIONS)
+    trans = probe.collect(Float64MultiArray, TRANSITIONS_TOPIC, qos.TRANSITIONS)
     cmds = probe.collect(Float64MultiArray, "/effort_controller/commands", DEEP)
-    rets = probe.collect(Float64, "/naf/metrics/episode_return", qos.METRICS)
-    evals = probe.collect(Float64, "/naf/metrics/eval_return", qos.METRICS)
-    diag = probe.collect(DiagnosticArray, "/diagnostics", 50)
-    progress_pub = probe.publisher(Float64MultiArray, "/naf/learner_progress", qos.LATCHED)
-    weights_pub = probe.publisher(Float32MultiArray, "/naf/weights", qos.LATCHED)
-    ctrl_pub = probe.publisher(Float64MultiArray, "/naf/ilqg_controller", qos.LATCHED)
+    rets = probe.collect(Float64, metric_topic("episode_return"), qos.METRICS)
+    evals = probe.collect(Float64, metric_topic("eval_return"), qos.METRICS)
+    diag = probe.collect(DiagnosticArray, DIAGNOSTICS_TOPIC, 50)
+    progress_pub = probe.publisher(Float64MultiArray, PROGRESS_TOPIC, qos.LATCHED)
+    weights_pub = probe.publisher(Float32MultiArray, WEIGHTS_TOPIC, qos.LATCHED)
+    ctrl_pub = probe.publisher(Float64MultiArray, CONTROLLER_TOPIC, qos.LATCHED)
     js_pub = probe.publisher(JointState, "/joint_states", qos.JOINT_STATES_PUB)
 
     # Fake learner: acknowledges the first transitions at once, then holds its acks (the
@@ -136,7 +146,7 @@ def test_lockstep_episodes_weights_learner_wait_and_bad_input(lease, tmp_path):
             for seq in held:
                 publish_ack(seq)
 
-    probe.node.create_subscription(Float64MultiArray, "/naf/transitions", ack, qos.TRANSITIONS)
+    probe.node.create_subscription(Float64MultiArray, TRANSITIONS_TOPIC, ack, qos.TRANSITIONS)
 
     episodes = 8
     LAG = 2  # the shipped default: acting on step t overlaps learning on steps t - 1, t - 2
@@ -287,11 +297,11 @@ def test_realtime_ilqg_latency_and_sigint(lease, tmp_path):
     """Realtime: iLQG episodes, state->command latency, and Ctrl-C leaving zero effort."""
     domain = lease
     probe = RosTestNode(domain)
-    trans = probe.collect(Float64MultiArray, "/naf/transitions", qos.TRANSITIONS)
+    trans = probe.collect(Float64MultiArray, TRANSITIONS_TOPIC, qos.TRANSITIONS)
     js = probe.collect(JointState, "/joint_states", DEEP)
     cmds = probe.collect(Float64MultiArray, "/effort_controller/commands", DEEP)
-    diag = probe.collect(DiagnosticArray, "/diagnostics", DEEP)
-    ctrl_pub = probe.publisher(Float64MultiArray, "/naf/ilqg_controller", qos.LATCHED)
+    diag = probe.collect(DiagnosticArray, DIAGNOSTICS_TOPIC, DEEP)
+    ctrl_pub = probe.publisher(Float64MultiArray, CONTROLLER_TOPIC, qos.LATCHED)
     ctrl = LinearGaussianController.initial(T, OBS, ACT, 1e-6, u_hat=0.5)
     ctrl_pub.publish(pack_arrays({**ctrl.to_arrays(), "version": 1.0}))
     bridge = spawn_node("naf_ros.ros.sim_bridge", domain, tmp_path, {"mode": "realtime"})

@@ -15,15 +15,19 @@ import subprocess
 import threading
 
 import numpy as np
+import pytest
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rosutil import PYTHON, REPO, RosTestNode, allocate_domain, ros_env
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
+from support.ros import PYTHON, REPO, RosTestNode, allocate_domain, ros_env
 
 from naf_ros.envs.task import ArmModel
 from naf_ros.launcher import node_available
 from naf_ros.ros import qos
 from naf_ros.ros.codec import decode_transition, unpack_arrays
+from naf_ros.ros.names import JOINT_STATES_TOPIC, PROGRESS_TOPIC, TRANSITIONS_TOPIC
+
+pytestmark = pytest.mark.graph  # starts node processes over DDS
 
 ARM = ArmModel.from_mjcf()
 LIMITS = ARM.effort_limits
@@ -46,7 +50,7 @@ class FakeDriver:
         self.commands: list[np.ndarray] = []
         self.bad_commands = 0
         self._lock = threading.Lock()
-        self.pub = self.node.create_publisher(JointState, "joint_states", qos.JOINT_STATES_PUB)
+        self.pub = self.node.create_publisher(JointState, JOINT_STATES_TOPIC, qos.JOINT_STATES_PUB)
         self.node.create_subscription(
             Float64MultiArray, f"{CONTROLLER}/commands", self._on_command, DEEP
         )
@@ -81,8 +85,8 @@ def test_learning_nodes_on_a_fake_ros2_control_arm(tmp_path):
     lease = allocate_domain()
     probe = RosTestNode(lease.domain_id, name="fake_arm_driver")
     driver = FakeDriver(probe, start_q=[0.6, -0.5, 0.4])
-    trans = probe.collect(Float64MultiArray, "/naf/transitions", qos.TRANSITIONS)
-    progress = probe.collect(Float64MultiArray, "/naf/learner_progress", qos.LATCHED)
+    trans = probe.collect(Float64MultiArray, TRANSITIONS_TOPIC, qos.TRANSITIONS)
+    progress = probe.collect(Float64MultiArray, PROGRESS_TOPIC, qos.LATCHED)
     episodes = 3
     args = [
         PYTHON, "-m", "naf_ros.launcher", "--domain-id", str(lease.domain_id),

@@ -22,16 +22,19 @@ import time
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from faultutil import read_only
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rosutil import RosTestNode, allocate_domain, spawn_node, wait_until
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
+from support.faults import read_only
+from support.ros import RosTestNode, allocate_domain, spawn_node, wait_until
 
 from naf_ros.core.ilqg import LinearGaussianController
 from naf_ros.envs.task import ArmModel, ReacherTask
 from naf_ros.ros import qos
 from naf_ros.ros.codec import decode_transition, pack_arrays, unpack_arrays
+from naf_ros.ros.names import CONTROLLER_TOPIC, DIAGNOSTICS_TOPIC, PROGRESS_TOPIC, TRANSITIONS_TOPIC
+
+pytestmark = pytest.mark.graph  # starts node processes over DDS
 
 TASK = ReacherTask(ArmModel.from_mjcf())
 LIMITS = TASK.arm.effort_limits
@@ -86,17 +89,17 @@ def graph(tmp_path_factory):
     g = {
         "run_dir": run_dir,
         "probe": probe,
-        "trans": probe.collect(Float64MultiArray, "/naf/transitions", DEEP),
+        "trans": probe.collect(Float64MultiArray, TRANSITIONS_TOPIC, DEEP),
         "cmds": probe.collect(Float64MultiArray, "/effort_controller/commands", DEEP),
         "js": probe.collect(JointState, "/joint_states", DEEP),
-        "progress": probe.collect(Float64MultiArray, "/naf/learner_progress", qos.LATCHED),
-        "diag": probe.collect(DiagnosticArray, "/diagnostics", 500),
+        "progress": probe.collect(Float64MultiArray, PROGRESS_TOPIC, qos.LATCHED),
+        "diag": probe.collect(DiagnosticArray, DIAGNOSTICS_TOPIC, 500),
         "estop": probe.publisher(Bool, "/estop", qos.ESTOP),
         "cmd_pub": probe.publisher(Float64MultiArray, "/effort_controller/commands", qos.COMMANDS),
     }
     # An iLQG controller that pushes every joint outwards (joint3 the other way).
     ctrl = LinearGaussianController.initial(T, 13, 3, 1e-6, u_hat=[0.9, 0.9, -0.9])
-    ctrl_pub = probe.publisher(Float64MultiArray, "/naf/ilqg_controller", qos.LATCHED)
+    ctrl_pub = probe.publisher(Float64MultiArray, CONTROLLER_TOPIC, qos.LATCHED)
     ctrl_pub.publish(pack_arrays({**ctrl.to_arrays(), "version": 1.0}))
     with read_only(run_dir) as ok:
         if not ok:

@@ -15,7 +15,10 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
-from rosutil import (
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import SetBool, Trigger
+from support.ros import (
     RosTestNode,
     allocate_domain,
     diagnostic_values,
@@ -24,12 +27,12 @@ from rosutil import (
     wait_rejected,
     wait_until,
 )
-from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray
-from std_srvs.srv import SetBool, Trigger
 
 from naf_ros.envs.task import ArmModel
 from naf_ros.ros import qos
+from naf_ros.ros.names import CLOCK_TOPIC, DIAGNOSTICS_TOPIC
+
+pytestmark = pytest.mark.graph  # starts node processes over DDS
 
 LIMITS = ArmModel.from_mjcf().effort_limits
 JOINTS = list(ArmModel.from_mjcf().joint_names)
@@ -67,11 +70,11 @@ def graph(tmp_path_factory):
         "probe": probe,
         "lock": lock,
         "real": real,
-        "diag": probe.collect(DiagnosticArray, "/diagnostics", 50),
+        "diag": probe.collect(DiagnosticArray, DIAGNOSTICS_TOPIC, 50),
         # Reliable and deep on the test side so the test itself never loses a state.
         "js0": probe.collect(JointState, "/arm0/joint_states", DEEP),
         "js1": probe.collect(JointState, "/arm1/joint_states", qos.JOINT_STATES_SUB),
-        "clock": probe.collect(Clock, "/clock", qos.CLOCK),
+        "clock": probe.collect(Clock, CLOCK_TOPIC, qos.CLOCK),
         "target0": probe.collect(PointStamped, "/arm0/target", qos.LATCHED),
         "cmd0": probe.publisher(
             Float64MultiArray, "/arm0/effort_controller/commands", qos.COMMANDS

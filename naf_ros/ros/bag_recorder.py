@@ -27,8 +27,12 @@ from std_msgs.msg import Float64MultiArray
 
 from naf_ros.config import ConfigError
 from naf_ros.ros import qos
-from naf_ros.ros.common import Diagnostics, declare, declare_config, run_node, stamp_to_ns
+from naf_ros.ros.diagnostics import Diagnostics
+from naf_ros.ros.messages import stamp_to_ns
+from naf_ros.ros.names import JOINT_STATES_TOPIC, TARGET_TOPIC, commands_topic
+from naf_ros.ros.params import declare, declare_config
 from naf_ros.ros.recording import SegmentedBag
+from naf_ros.ros.runtime import run_node
 
 # Best effort matches any joint_states publisher; deep, so a busy recorder drops nothing.
 JOINT_STATES_RECORD = QoSProfile(
@@ -56,12 +60,15 @@ class BagRecorderNode(Node):
         self._last_js_ns = 0
         self.diag = Diagnostics(self)
         self.create_subscription(
-            JointState, "joint_states", self._on_joint_state, JOINT_STATES_RECORD
+            JointState, JOINT_STATES_TOPIC, self._on_joint_state, JOINT_STATES_RECORD
         )
         self.create_subscription(
-            Float64MultiArray, f"{self.controller_name}/commands", self._on_command, COMMANDS_RECORD
+            Float64MultiArray,
+            commands_topic(self.controller_name),
+            self._on_command,
+            COMMANDS_RECORD,
         )
-        self.create_subscription(PointStamped, "target", self._on_target, qos.LATCHED)
+        self.create_subscription(PointStamped, TARGET_TOPIC, self._on_target, qos.LATCHED)
         if self.segment_s > 0:
             self.create_timer(self.segment_s, self.bag.rotate)
         self.create_timer(1.0, self._refresh)

@@ -32,23 +32,16 @@ from naf_ros.config import ConfigError
 from naf_ros.core.dynamics import DynamicsFitError, DynamicsPrior, fit_linear_gaussian
 from naf_ros.core.episodes import GAP, RESTART, Episode, EpisodeAssembler, stack_episodes
 from naf_ros.core.joint_dynamics import add_joint_arrays, fit_joint_space
+from naf_ros.envs.configured import episode_steps, reacher_task
 from naf_ros.ros import qos
 from naf_ros.ros.codec import pack_arrays
-from naf_ros.ros.common import (  # noqa: F401  (names re-exported for existing importers)
-    CONTROLLER_TOPIC,
-    MODEL_TOPIC,
-    TRANSITIONS_TOPIC,
-    Diagnostics,
-    declare,
-    declare_config,
-    episode_steps,
-    parse_transition,
-    publish_scalar,
-    reacher_task,
-    run_node,
-)
 from naf_ros.ros.delivery import Sequencer
+from naf_ros.ros.diagnostics import Diagnostics
+from naf_ros.ros.messages import parse_transition, publish_scalar
+from naf_ros.ros.names import MODEL_TOPIC, TRANSITIONS_TOPIC, metric_topic
+from naf_ros.ros.params import declare, declare_config
 from naf_ros.ros.persist import CheckpointFile
+from naf_ros.ros.runtime import run_node
 
 CHECKPOINT_NAME = "dynamics_fitter_checkpoint.pt"
 CHECKPOINT_KIND = "naf_ros-dynamics_fitter"
@@ -107,8 +100,8 @@ class DynamicsFitterNode(Node):
         self.resumed = False
         self.diag = Diagnostics(self)
         self._model_pub = self.create_publisher(Float64MultiArray, MODEL_TOPIC, qos.LATCHED)
-        self._fits_pub = self.create_publisher(Float64, "/naf/metrics/model_fits", qos.METRICS)
-        self._rmse_pub = self.create_publisher(Float64, "/naf/metrics/model_rmse", qos.METRICS)
+        self._fits_pub = self.create_publisher(Float64, metric_topic("model_fits"), qos.METRICS)
+        self._rmse_pub = self.create_publisher(Float64, metric_topic("model_rmse"), qos.METRICS)
         if self.persist:
             self._resume()
             # The first episodes are saved before the first fit; importing torch then would

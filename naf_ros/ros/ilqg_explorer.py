@@ -33,19 +33,15 @@ from naf_ros.core.ilqg import (
     expected_return,
     ilqg_step,
 )
+from naf_ros.envs.configured import reacher_task
 from naf_ros.ros import qos
 from naf_ros.ros.codec import CodecError, pack_arrays, unpack_arrays
-from naf_ros.ros.common import (
-    CONTROLLER_TOPIC,
-    MODEL_TOPIC,
-    Diagnostics,
-    declare,
-    declare_config,
-    publish_scalar,
-    reacher_task,
-    run_node,
-)
+from naf_ros.ros.diagnostics import Diagnostics
+from naf_ros.ros.messages import publish_scalar
+from naf_ros.ros.names import CONTROLLER_TOPIC, MODEL_TOPIC, metric_topic
+from naf_ros.ros.params import declare, declare_config
 from naf_ros.ros.persist import CheckpointFile
+from naf_ros.ros.runtime import run_node
 
 ILQG_CONTROLLER_ID = 1.0  # codec.CONTROLLER_ILQG: episodes the controller itself ran
 CHECKPOINT_NAME = "ilqg_explorer_checkpoint.pt"
@@ -108,9 +104,9 @@ class ILQGExplorerNode(Node):
         self._seen_own_version = False
         self.diag = Diagnostics(self)
         self._pub = self.create_publisher(Float64MultiArray, CONTROLLER_TOPIC, qos.LATCHED)
-        self._kl_pub = self.create_publisher(Float64, "/naf/metrics/ilqg_kl", qos.METRICS)
+        self._kl_pub = self.create_publisher(Float64, metric_topic("ilqg_kl"), qos.METRICS)
         self._ret_pub = self.create_publisher(
-            Float64, "/naf/metrics/ilqg_expected_return", qos.METRICS
+            Float64, metric_topic("ilqg_expected_return"), qos.METRICS
         )
         if self.persist:
             self._resume()

@@ -55,25 +55,24 @@ from naf_ros.core.imagination import imagine
 from naf_ros.core.joint_dynamics import JointSpaceDynamics, joint_model_from_arrays
 from naf_ros.core.naf import NAFAgent
 from naf_ros.core.replay import ReplayBuffer, storable
+from naf_ros.envs.configured import episode_steps, reacher_task
 from naf_ros.ros import qos
 from naf_ros.ros.codec import CodecError, pack_arrays, unpack_arrays
-from naf_ros.ros.common import (  # noqa: F401  (topic names re-exported)
+from naf_ros.ros.delivery import Sequencer
+from naf_ros.ros.diagnostics import Diagnostics
+from naf_ros.ros.messages import parse_transition, publish_scalar
+from naf_ros.ros.names import (
+    LEARNER_METRICS,
     MODEL_TOPIC,
     PROGRESS_TOPIC,
     TRANSITIONS_TOPIC,
     WEIGHTS_TOPIC,
-    Diagnostics,
-    declare,
-    declare_config,
-    episode_steps,
-    parse_transition,
-    publish_scalar,
-    reacher_task,
-    run_node,
+    metric_topic,
 )
-from naf_ros.ros.delivery import Sequencer
+from naf_ros.ros.params import declare, declare_config
 from naf_ros.ros.persist import CheckpointFile
 from naf_ros.ros.recording import SegmentedBag
+from naf_ros.ros.runtime import run_node
 
 MODES = ("lockstep", "realtime")
 CHECKPOINT_NAME = "learner_checkpoint.pt"
@@ -358,14 +357,8 @@ class LearnerNode(Node):
         # policy sees where the learner is at once.
         self._progress_pub = self.create_publisher(Float64MultiArray, PROGRESS_TOPIC, qos.LATCHED)
         self._metric_pubs = {
-            name: self.create_publisher(Float64, f"/naf/metrics/{name}", qos.METRICS)
-            for name in (
-                "q_loss",
-                "updates_per_s",
-                "replay_size",
-                "imagination_transitions",
-                "transitions_lost",
-            )
+            name: self.create_publisher(Float64, metric_topic(name), qos.METRICS)
+            for name in LEARNER_METRICS
         }
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()

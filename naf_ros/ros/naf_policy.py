@@ -64,6 +64,7 @@ from naf_ros.core.safety import (
     SafetyLimits,
     StatePlausibility,
 )
+from naf_ros.envs.configured import episode_steps, reacher_env_kwargs
 from naf_ros.ros import qos
 from naf_ros.ros.codec import (
     CONTROLLER_ILQG,
@@ -72,29 +73,28 @@ from naf_ros.ros.codec import (
     encode_transition,
     unpack_arrays,
 )
-from naf_ros.ros.common import (  # noqa: F401  (topic names re-exported)
+from naf_ros.ros.delivery import Outbox
+from naf_ros.ros.diagnostics import Diagnostics
+from naf_ros.ros.messages import stamp_to_ns
+from naf_ros.ros.names import (
     CONTROLLER_TOPIC,
+    ESTOP_TOPIC,
+    JOINT_STATES_TOPIC,
+    POLICY_METRICS,
     PROGRESS_TOPIC,
+    RESET_SERVICE,
+    TARGET_TOPIC,
     TRANSITIONS_TOPIC,
     WEIGHTS_TOPIC,
-    Diagnostics,
-    LatestOnly,
-    SideNode,
-    autostart,
-    declare,
-    declare_config,
-    episode_steps,
-    guarded,
-    raise_priority,
-    reacher_env_kwargs,
-    run_node,
-    stamp_to_ns,
+    commands_topic,
+    metric_topic,
 )
-from naf_ros.ros.delivery import Outbox
+from naf_ros.ros.params import declare, declare_config
 from naf_ros.ros.persist import CheckpointFile
+from naf_ros.ros.realtime import LatestOnly, SideNode, raise_priority
+from naf_ros.ros.runtime import autostart, guarded, run_node
 
 MODES = ("lockstep", "realtime")
-METRICS = ("episode_return", "tip_distance", "eval_return", "eval_tip_distance")
 RESET_MODES = ("service", "homing")
 STATE_KIND = "naf_ros-policy-state"
 RESEND_PERIOD_S = 0.2
@@ -300,29 +300,29 @@ class NafPolicy(LifecycleNode):
             ex.kind, self.task.act_dim, ex.scale, ex.ou_theta, self.rng, ex.precision_ema
         )
         self.cmd_pub = self.create_publisher(
-            Float64MultiArray, f"{self.controller_name}/commands", qos.COMMANDS
+            Float64MultiArray, commands_topic(self.controller_name), qos.COMMANDS
         )
         self.trans_pub = self.create_publisher(
             Float64MultiArray, TRANSITIONS_TOPIC, qos.TRANSITIONS
         )
         self.metric_pubs = {
-            m: self.create_publisher(Float64, f"/naf/metrics/{m}", qos.METRICS) for m in METRICS
+            m: self.create_publisher(Float64, metric_topic(m), qos.METRICS) for m in POLICY_METRICS
         }
         # The control loop's input on a node and thread of its own (SideNode's docstring).
         if self._state_io is None:
             self._state_io = SideNode(self, "state_io")
             self._state_io.node.create_subscription(
-                JointState, "joint_states", self._on_joint_state, qos.JOINT_STATES_SUB
+                JointState, JOINT_STATES_TOPIC, self._on_joint_state, qos.JOINT_STATES_SUB
             )
-        self.create_subscription(PointStamped, "target", self._on_target, qos.LATCHED)
+        self.create_subscription(PointStamped, TARGET_TOPIC, self._on_target, qos.LATCHED)
         self.create_subscription(Float32MultiArray, WEIGHTS_TOPIC, self._on_weights, qos.LATCHED)
         self.create_subscription(
             Float64MultiArray, CONTROLLER_TOPIC, self._on_controller, qos.LATCHED
         )
         # Latched, so a (re)started policy hears where the learner is at once.
         self.create_subscription(Float64MultiArray, PROGRESS_TOPIC, self._on_progress, qos.LATCHED)
-        self.create_subscription(Bool, "estop", self._on_estop, qos.ESTOP)
-        self.reset_client = self.create_client(Trigger, "sim/reset")
+        self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop, qos.ESTOP)
+        self.reset_client = self.create_client(Trigger, RESET_SERVICE)
         self.create_timer(RESEND_PERIOD_S, self._on_resend_timer)
         if self.persist:
             self.state_file = CheckpointFile(
@@ -342,7 +342,7 @@ class NafPolicy(LifecycleNode):
         self.get_logger().info(
             f"configured: arm {self.arm_index}, joints {self.joint_names}, mode {self.mode}, "
             f"reset {self.reset_mode}, T={self.T}, commands on "
-            f"{self.resolve_topic_name(f'{self.controller_name}/commands')}"
+            f"{self.resolve_topic_name(commands_topic(self.controller_name))}"
         )
         return TransitionCallbackReturn.SUCCESS
 

@@ -35,20 +35,22 @@ from visualization_msgs.msg import Marker
 
 from naf_ros.config import ConfigError
 from naf_ros.core.safety import WATCHDOG, SafetyEnvelope, SafetyLimits
+from naf_ros.envs.configured import reacher_env_kwargs
 from naf_ros.ros import qos
-from naf_ros.ros.common import (  # noqa: F401  (re-exported for existing importers)
-    Diagnostics,
-    autostart,
-    declare,
-    declare_config,
-    episode_steps,
-    guarded,
-    ns_to_stamp,
-    raise_priority,
-    reacher_env_kwargs,
-    run_node,
-    stamp_to_ns,
+from naf_ros.ros.diagnostics import Diagnostics
+from naf_ros.ros.messages import ns_to_stamp
+from naf_ros.ros.names import (
+    CLOCK_TOPIC,
+    ESTOP_TOPIC,
+    JOINT_STATES_TOPIC,
+    PAUSE_SERVICE,
+    RESET_SERVICE,
+    TARGET_TOPIC,
+    commands_topic,
 )
+from naf_ros.ros.params import declare, declare_config
+from naf_ros.ros.realtime import raise_priority
+from naf_ros.ros.runtime import autostart, guarded, run_node
 
 MODES = ("lockstep", "realtime")
 TARGET_MODES = ("env", "fixed", "random")
@@ -127,19 +129,19 @@ class SimBridge(LifecycleNode):
                 soft_upper=unlimited,
             )
         )
-        self.js_pub = self.create_publisher(JointState, "joint_states", qos.JOINT_STATES_PUB)
-        self.clock_pub = self.create_publisher(Clock, "/clock", qos.CLOCK)
-        self.target_pub = self.create_publisher(PointStamped, "target", qos.LATCHED)
+        self.js_pub = self.create_publisher(JointState, JOINT_STATES_TOPIC, qos.JOINT_STATES_PUB)
+        self.clock_pub = self.create_publisher(Clock, CLOCK_TOPIC, qos.CLOCK)
+        self.target_pub = self.create_publisher(PointStamped, TARGET_TOPIC, qos.LATCHED)
         self.marker_pub = self.create_publisher(Marker, "target_marker", qos.LATCHED)
         self.cmd_sub = self.create_subscription(
-            Float64MultiArray, f"{self.controller_name}/commands", self._on_command, qos.COMMANDS
+            Float64MultiArray, commands_topic(self.controller_name), self._on_command, qos.COMMANDS
         )
         self.target_sub = self.create_subscription(
             PointStamped, "target_request", self._on_target_request, qos.LATCHED
         )
-        self.estop_sub = self.create_subscription(Bool, "estop", self._on_estop, qos.ESTOP)
-        self.reset_srv = self.create_service(Trigger, "sim/reset", self._on_reset)
-        self.pause_srv = self.create_service(SetBool, "sim/pause", self._on_pause)
+        self.estop_sub = self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop, qos.ESTOP)
+        self.reset_srv = self.create_service(Trigger, RESET_SERVICE, self._on_reset)
+        self.pause_srv = self.create_service(SetBool, PAUSE_SERVICE, self._on_pause)
         self._reset(seed=self.cfg.train.seed + self.arm_index)
         self._fresh_reset = True
         self._publish_target()
@@ -147,7 +149,7 @@ class SimBridge(LifecycleNode):
         self.get_logger().info(
             f"configured: {self.n} joints {self.joint_names}, mode {self.mode}, "
             f"control_dt {self.sim.control_dt} s, commands on "
-            f"{self.resolve_topic_name(f'{self.controller_name}/commands')}"
+            f"{self.resolve_topic_name(commands_topic(self.controller_name))}"
         )
         return TransitionCallbackReturn.SUCCESS
 

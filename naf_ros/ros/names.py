@@ -1,0 +1,50 @@
+"""Every topic, service and metric name of the graph, defined once.
+
+Nodes, the bag code, the launchers, the benchmarks and the tests import these, so a rename is
+one edit. Graph-wide names are absolute (one learner, fitter and explorer serve all arms);
+per-arm names are relative, so ``--arms 2`` puts them under ``/arm0/...`` and ``/arm1/...``
+and a real arm is a remap away.
+"""
+
+from __future__ import annotations
+
+# --- graph-wide (absolute) -------------------------------------------------------------------
+TRANSITIONS_TOPIC = "/naf/transitions"
+WEIGHTS_TOPIC = "/naf/weights"
+MODEL_TOPIC = "/naf/dynamics_model"
+CONTROLLER_TOPIC = "/naf/ilqg_controller"
+PROGRESS_TOPIC = "/naf/learner_progress"
+DIAGNOSTICS_TOPIC = "/diagnostics"
+CLOCK_TOPIC = "/clock"
+METRICS_PREFIX = "/naf/metrics/"
+
+# --- per arm (relative) ----------------------------------------------------------------------
+JOINT_STATES_TOPIC = "joint_states"
+TARGET_TOPIC = "target"
+TARGET_MARKER_TOPIC = "target_marker"
+ESTOP_TOPIC = "estop"
+RESET_SERVICE = "sim/reset"
+PAUSE_SERVICE = "sim/pause"
+DEFAULT_CONTROLLER = "effort_controller"
+
+
+def commands_topic(controller: str = DEFAULT_CONTROLLER) -> str:
+    """A ForwardCommandController's input, ``<controller>/commands`` (relative)."""
+    return f"{controller.strip('/')}/commands"
+
+
+# --- metrics (std_msgs/Float64 on METRICS_PREFIX + name, for rqt_plot) ----------------------
+POLICY_METRICS = ("episode_return", "tip_distance", "eval_return", "eval_tip_distance")
+LEARNER_METRICS = (
+    "q_loss",
+    "updates_per_s",
+    "replay_size",
+    "imagination_transitions",
+    "transitions_lost",
+)
+FITTER_METRICS = ("model_fits", "model_rmse")
+EXPLORER_METRICS = ("ilqg_kl", "ilqg_expected_return")
+
+
+def metric_topic(name: str) -> str:
+    return METRICS_PREFIX + name
