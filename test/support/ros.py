@@ -1,82 +1,32 @@
 """Helpers for tests that run real node processes over real DDS.
 
-Every test gets its own ROS domain id (a lock file per id, so concurrent pytest runs and
-xdist workers never share one), all traffic stays on loopback
-(``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``), node processes log to files, and an in-test
-node spins in a background thread with collectors that record what arrives.
+Every test gets its own ROS domain id (``allocate_domain`` from naf_ros.bringup.domains: a
+lock file per id, so concurrent pytest runs and xdist workers never share one), all traffic
+stays on loopback (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``), node processes log to files,
+and an in-test node spins in a background thread with collectors that record what arrives.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+# Tests lease domain ids through the package's one implementation (benchmarks use it too).
+from naf_ros.bringup.domains import allocate_domain as allocate_domain
 from naf_ros.ros.background import BackgroundNode
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
-# Range of domain ids the tests may use: "lo-hi" inclusive (valid Fast DDS ids go up to 232).
-DOMAIN_RANGE_ENV = "NAF_ROS_TEST_DOMAINS"
-DEFAULT_DOMAINS = (110, 159)
-LOCK_DIR = Path(tempfile.gettempdir()) / "naf_ros_test_domains"
 
 
-# --- domain ids -------------------------------------------------------------------------------
-class DomainLease:
-    """An exclusively held ROS domain id; release() (or process exit) frees it."""
-
-    def __init__(self, domain_id: int, fd: int) -> None:
-        self.domain_id = domain_id
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd >= 0:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = -1
-
-    def __enter__(self) -> int:
-        return self.domain_id
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-def domain_range() -> tuple[int, int]:
-    text = os.environ.get(DOMAIN_RANGE_ENV)
-    if not text:
-        return DEFAULT_DOMAINS
-    lo, hi = (int(v) for v in text.split("-"))
-    return lo, hi
-
-
-def allocate_domain() -> DomainLease:
-    """Claim a free domain id, starting at a pid-dependent offset so parallel runs spread out."""
-    lo, hi = domain_range()
-    n = hi - lo + 1
-    LOCK_DIR.mkdir(parents=True, exist_ok=True)
-    start = (os.getpid() * 7919 + int(time.monotonic_ns() // 1000)) % n
-    for i in range(n):
-        did = lo + (start + i) % n
-        fd = os.open(LOCK_DIR / f"{did}.lock", os.O_CREAT | os.O_RDWR, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            continue
-        return DomainLease(did, fd)
-    raise RuntimeError(f"no free ROS domain id in {lo}-{hi}")
-
-
+# --- environment ------------------------------------------------------------------------------
 def ros_env(domain_id: int, extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for a node process: isolated domain, loopback only, package importable."""
     env = dict(os.environ)

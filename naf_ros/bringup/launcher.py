@@ -9,7 +9,9 @@ one experience recorder per arm. ``--respawn`` restarts a node that dies (up to
 It prints one line per finished episode from
 ``/naf/metrics/*``, stops when every policy has finished its episodes (or on Ctrl-C: SIGINT
 to the policies first so their zero-effort command reaches the bridges, then to the rest,
-SIGKILL for stragglers) and exits 0 on a clean finish.
+SIGKILL for stragglers) and exits 0 on a clean finish. ``--skip sim_bridge`` is a real arm:
+the policy then resets by homing (nobody serves ``sim/reset``) and the graph runs realtime,
+unless ``--reset-mode`` / ``--mode`` say otherwise.
 
 DDS traffic stays on this machine: ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` for every
 process, the launcher's own included.
@@ -18,9 +20,7 @@ process, the launcher's own included.
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib.util
-import math
 import os
 import signal
 import subprocess
@@ -31,25 +31,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from naf_ros.config import ConfigError, config_from_dict
-from naf_ros.proc_group import PACKAGE_ROOT, ros_child_env
-from naf_ros.ros.background import BackgroundNode
-from naf_ros.ros.names import POLICY_METRICS, metric_topic
-
-NODES = (
-    "sim_bridge",
-    "naf_policy",
-    "learner",
-    "dynamics_fitter",
-    "ilqg_explorer",
-    "bag_recorder",
+from naf_ros.bringup.params import (
+    NODES,
+    SHARED_KEY,
+    effective_config,
+    flatten,
+    parse_set,
+    read_params_file,
+    write_override_file,
 )
-ARM_NODES = ("sim_bridge", "naf_policy", "bag_recorder")
-SHARED_KEY = "/**"
-SECTIONS = ("env", "agent", "exploration", "model_based", "train", "safety", "bag")
-METRIC_NAMES = POLICY_METRICS + ("updates_per_s", "q_loss")  # what a progress line shows
+from naf_ros.bringup.proc_group import PACKAGE_ROOT, ros_child_env
+from naf_ros.bringup.progress import Progress
+from naf_ros.config import ConfigError
+
+RESET_MODES = ("service", "homing")  # naf_policy's (that module needs rclpy to import)
 
 
 def default_config_path() -> Path:
@@ -59,118 +54,6 @@ def default_config_path() -> Path:
         return local
     share = Path(sys.prefix) / "share" / "naf_ros" / "config" / "reacher_sim.yaml"
     return share if share.is_file() else local
-
-
-# --- parameters -------------------------------------------------------------------------------
-def _node_key(key: str) -> str | None:
-    """``/**/sim_bridge`` / ``sim_bridge`` -> ``sim_bridge``; ``/**`` -> ``/**``."""
-    if key == SHARED_KEY:
-        return SHARED_KEY
-    name = key.rsplit("/", 1)[-1]
-    return name or None
-
-
-def read_params_file(path: Path) -> dict[str, dict[str, Any]]:
-    """Node (or ``/**``) -> its ``ros__parameters`` mapping."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: params file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    out: dict[str, dict[str, Any]] = {}
-    for key, block in data.items():
-        name = _node_key(str(key))
-        if not isinstance(block, dict) or "ros__parameters" not in block:
-            raise ConfigError(f"{path}: {key}: expected a 'ros__parameters:' mapping")
-        params = block["ros__parameters"] or {}
-        out.setdefault(name, {}).update(params)
-    return out
-
-
-def _flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def parse_set(text: str) -> tuple[str | None, str, Any]:
-    """``node.section.key=value`` / ``node.key=value`` (one node) or ``section.key=value`` (all)."""
-    if "=" not in text:
-        raise ConfigError(f"{text}: overrides look like [node.]section.key=value")
-    key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
-    parts = key.strip().split(".")
-    if isinstance(value, str) and parts[-1] != "id":  # YAML 1.1 reads 1e-4 as text
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    node = None
-    if parts[0] in NODES:
-        node, parts = parts[0], parts[1:]
-    if not parts or (node is None and parts[0] not in SECTIONS and len(parts) != 1):
-        raise ConfigError(f"{key}: overrides look like [node.]section.key=value")
-    if node is None and len(parts) == 1 and parts[0] in SECTIONS:
-        raise ConfigError(f"{key}: name a key inside section {parts[0]}")
-    return node, ".".join(parts), value
-
-
-def param_text(value: Any) -> str:
-    """A value as ``-p name:=value`` text (YAML, as rcl parses it)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "''"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(param_text(v) for v in value) + "]"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, dict):
-        return yaml.safe_dump(value, default_flow_style=True).strip()
-    return str(value)
-
-
-def write_override_file(path: Path, node: str, namespace: str, values: dict[str, Any]) -> Path:
-    """Per-process overrides keyed by the node's fully qualified name (as launch_ros does).
-
-    rcl applies the most specific matching block last, so ``/**/<node>`` blocks of the main
-    YAML would beat plain ``-p`` overrides (stored under ``/**``); a second params file with
-    a ``/<ns>/<node>`` block wins over both.
-    """
-    nested: dict[str, Any] = {}
-    for key, value in values.items():
-        if value is None:
-            value = ""
-        elif isinstance(value, dict):
-            value = yaml.safe_dump(value, default_flow_style=True).strip()
-        elif isinstance(value, tuple):
-            value = list(value)
-        parts = key.split(".")
-        d = nested
-        for part in parts[:-1]:
-            d = d.setdefault(part, {})
-        d[parts[-1]] = value
-    fqn = f"/{namespace}/{node}" if namespace else f"/{node}"
-    path.write_text(yaml.safe_dump({fqn: {"ros__parameters": nested}}, sort_keys=False))
-    return path
-
-
-def effective_config(shared: dict[str, Any], overrides: dict[str, Any]):
-    """Validate the shared sections (+ overrides for all nodes) as the nodes will see them."""
-    flat = {k: v for k, v in _flatten(shared).items() if k.split(".", 1)[0] in SECTIONS}
-    flat.update({k: v for k, v in overrides.items() if k.split(".", 1)[0] in SECTIONS})
-    nested: dict[str, dict[str, Any]] = {}
-    for key, value in flat.items():
-        section, name = key.split(".", 1)
-        if isinstance(value, str) and value == "" and name != "id":
-            value = None
-        nested.setdefault(section, {})[name] = value
-    return config_from_dict(nested)
 
 
 # --- processes --------------------------------------------------------------------------------
@@ -213,6 +96,25 @@ def child_env(domain_id: int | None) -> dict[str, str]:
 
 def node_available(node: str) -> bool:
     return importlib.util.find_spec(f"naf_ros.ros.{node}") is not None
+
+
+def real_arm(args: argparse.Namespace) -> bool:
+    """No simulator in this graph (``--skip sim_bridge``): the arm is a real one."""
+    return "sim_bridge" in args.skip
+
+
+def policy_reset_mode(args: argparse.Namespace, user_set: bool) -> str | None:
+    """The policy's ``reset_mode`` to impose, or None to leave the YAML's in force.
+
+    Without the bridge nobody serves ``sim/reset``: a policy left at the YAML's ``service``
+    would wait for it forever, so a real arm resets by homing unless the user chose a mode
+    (``--reset-mode`` or ``--set [naf_policy.]reset_mode=...``).
+    """
+    if args.reset_mode is not None:
+        return args.reset_mode
+    if real_arm(args) and not user_set:
+        return "homing"
+    return None
 
 
 def build_children(
@@ -258,6 +160,10 @@ def build_children(
 
     learner_up = "learner" not in args.skip and node_available("learner")
     policy_extra: dict[str, Any] = {} if learner_up else {"startup_timeout": 0.0}
+    user_set = {**node_overrides.get(None, {}), **node_overrides.get("naf_policy", {})}
+    reset_mode = policy_reset_mode(args, "reset_mode" in user_set)
+    if reset_mode is not None:
+        policy_extra["reset_mode"] = reset_mode
     for i in range(args.arms):
         ns = f"{args.namespace}{i}" if args.arms > 1 else args.namespace_single
         arm = {"arm_index": i}
@@ -276,102 +182,6 @@ def build_children(
             continue
         children.append(make(node, "", {}))
     return children
-
-
-# --- progress ---------------------------------------------------------------------------------
-class Progress(BackgroundNode):
-    """Subscribes to /naf/metrics/* and prints one line per finished episode."""
-
-    def __init__(
-        self, domain_id: int | None, total: int, csv_path: Path | None, quiet: bool = False
-    ) -> None:
-        from std_msgs.msg import Float64
-
-        from naf_ros.ros import qos
-
-        self.total, self.quiet = total, quiet
-        self.latest: dict[str, float] = {m: math.nan for m in METRIC_NAMES}
-        self.episodes = 0
-        self.counts: dict[str, int] = {}
-        self._pending: float | None = None
-        self._lock = threading.Lock()
-        self._csv = open(csv_path, "w", newline="") if csv_path else None
-        self._writer = None
-        if self._csv is not None:
-            self._writer = csv.writer(self._csv)
-            self._writer.writerow(
-                [
-                    "episode",
-                    "return",
-                    "tip_distance",
-                    "eval_return",
-                    "eval_tip_distance",
-                    "updates_per_s",
-                    "wall_s",
-                ]
-            )
-        self._t0 = time.monotonic()
-        super().__init__("naf_launch_progress", domain_id, spin_timeout=0.1)
-        for name in METRIC_NAMES:
-            self.node.create_subscription(
-                Float64,
-                metric_topic(name),
-                lambda msg, name=name: self._on_metric(name, msg.data),
-                qos.METRICS,
-            )
-        self.node.create_timer(0.25, self._check_pending)
-
-    def _on_metric(self, name: str, value: float) -> None:
-        """Keep the newest value per metric; an episode's line waits for its tip distance."""
-        with self._lock:
-            self.latest[name] = value
-            self.counts[name] = self.counts.get(name, 0) + 1
-            if name == "eval_return" and not self.quiet:
-                print(f"      eval after episode {self.episodes}: return {value:8.2f}", flush=True)
-            if name == "episode_return":
-                self._pending = time.monotonic()
-            if self._pending is not None and (
-                self.counts.get("tip_distance", 0) >= self.counts.get("episode_return", 0)
-            ):
-                self._flush()
-
-    def _flush(self) -> None:
-        self._pending = None
-        self.episodes += 1
-        value = self.latest["episode_return"]
-        row = [
-            self.episodes,
-            value,
-            self.latest["tip_distance"],
-            self.latest["eval_return"],
-            self.latest["eval_tip_distance"],
-            self.latest["updates_per_s"],
-            round(time.monotonic() - self._t0, 3),
-        ]
-        if self._writer is not None:
-            self._writer.writerow(row)
-            self._csv.flush()
-        if not self.quiet:
-            print(
-                f"ep {self.episodes:4d}/{self.total} | return {value:8.2f} | "
-                f"tip {self.latest['tip_distance']:.3f} m | "
-                f"eval {self.latest['eval_return']:8.2f} | "
-                f"learner {self.latest['updates_per_s']:6.0f} upd/s",
-                flush=True,
-            )
-
-    def _check_pending(self) -> None:
-        with self._lock:
-            if self._pending is not None and time.monotonic() - self._pending > 1.0:
-                self._flush()  # the tip distance of this episode was lost: print anyway
-
-    def close(self) -> None:
-        super().close()
-        with self._lock:
-            if self._pending is not None:
-                self._flush()
-        if self._csv is not None:
-            self._csv.close()
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -422,7 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         choices=NODES,
-        help="do not start this node (e.g. sim_bridge for a real arm)",
+        help="do not start this node (e.g. sim_bridge for a real arm, which implies "
+        "--reset-mode homing and, unless --mode is given, realtime)",
+    )
+    p.add_argument(
+        "--reset-mode",
+        choices=RESET_MODES,
+        default=None,
+        help="naf_policy.reset_mode: service (sim/reset) or homing (PD to home_position); "
+        "default: homing with --skip sim_bridge, else the YAML's",
     )
     p.add_argument(
         "--record",
@@ -448,7 +266,7 @@ class Launch:
         if unknown:
             raise ConfigError(f"{params_file}: unknown node(s) {unknown}; nodes are {NODES}")
         node_overrides: dict[str | None, dict[str, Any]] = {}
-        flat_blocks = {name: _flatten(block) for name, block in blocks.items()}
+        flat_blocks = {name: flatten(block) for name, block in blocks.items()}
         for text in args.set:
             node, key, value = parse_set(text)
             # ROS parameters are typed: 1000 for a parameter the YAML holds as 60.0 would be
@@ -473,8 +291,8 @@ class Launch:
                 effective_config(shared, {**overrides, **values})
         if args.arms < 1:
             raise ConfigError("--arms: must be >= 1")
-        if args.mode is None:
-            args.mode = str(shared.get("mode", "lockstep"))
+        if args.mode is None:  # a real arm does not wait for the learner: realtime
+            args.mode = "realtime" if real_arm(args) else str(shared.get("mode", "lockstep"))
         self.run_dir = (args.run_dir or Path(self.cfg.train.run_dir)).resolve()
         args.run_dir = self.run_dir
         self.log_dir = self.run_dir / "logs"

@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def ros_child_env(domain_id: int | None) -> dict[str, str]:
