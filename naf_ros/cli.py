@@ -30,7 +30,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from naf_ros.bench import main as bench_main
+    from naf_ros.bench.main import main as bench_main
 
     return bench_main(args.bench_args)
 
@@ -42,7 +42,7 @@ def _train_offline(args: argparse.Namespace) -> int:
 
 
 def _launch(args: argparse.Namespace) -> int:
-    from naf_ros.launcher import main as launch_main
+    from naf_ros.bringup.launcher import main as launch_main
 
     return launch_main(args.launch_args)
 
@@ -79,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Subcommands with their own argument parsers get the rest of the command line untouched.
 PASS_THROUGH = {
-    "launch": ("naf_ros.launcher", "launch_args"),
-    "bench": ("naf_ros.bench", "bench_args"),
+    "launch": ("naf_ros.bringup.launcher", "launch_args"),
+    "bench": ("naf_ros.bench.main", "bench_args"),
     "train-offline": ("naf_ros.bag", "offline_args"),
 }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from naf_ros.bench import _aggregate, mark_threshold
+from naf_ros.bench.common import aggregate, mark_threshold
 
 
 def _run(label: str, seed: int, curve: list[float]) -> dict:
@@ -26,7 +26,7 @@ def test_threshold_comes_from_the_best_seed_averaged_curve():
         _run("B", 0, [-10.0, -8.0, -6.0, -4.0]),
         _run("B", 1, [-10.0, -6.0, -4.0, -2.8]),
     ]
-    variants = _aggregate(results)
+    variants = aggregate(results)
     assert variants["A"]["best_eval_return"] == -2.0
     assert variants["A"]["best_mean_eval_return"] == -2.5
     mark_threshold(variants)

@@ -6,7 +6,7 @@ import signal
 import sys
 import time
 
-from naf_ros.proc_group import group_alive, ros_child_env, spawn_group, stop_group
+from naf_ros.bringup.proc_group import group_alive, ros_child_env, spawn_group, stop_group
 
 # The leader exits on SIGINT; its child ignores SIGINT (a hung node) and must be SIGKILLed.
 # Like the launcher and the nodes, the leader installs its SIGINT handler itself: a process

@@ -21,8 +21,8 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from support.ros import PYTHON, REPO, RosTestNode, allocate_domain, ros_env
 
+from naf_ros.bringup.launcher import node_available
 from naf_ros.envs.task import ArmModel
-from naf_ros.launcher import node_available
 from naf_ros.ros import qos
 from naf_ros.ros.codec import decode_transition, unpack_arrays
 from naf_ros.ros.names import JOINT_STATES_TOPIC, PROGRESS_TOPIC, TRANSITIONS_TOPIC
@@ -89,7 +89,7 @@ def test_learning_nodes_on_a_fake_ros2_control_arm(tmp_path):
     progress = probe.collect(Float64MultiArray, PROGRESS_TOPIC, qos.LATCHED)
     episodes = 3
     args = [
-        PYTHON, "-m", "naf_ros.launcher", "--domain-id", str(lease.domain_id),
+        PYTHON, "-m", "naf_ros.bringup.launcher", "--domain-id", str(lease.domain_id),
         "--run-dir", str(tmp_path), "--skip", "sim_bridge", "--mode", "realtime",
         "--controller-name", CONTROLLER, "--episodes", str(episodes),
         "--set", "naf_policy.reset_mode=homing", "--set", "naf_policy.homing_duration=0.6",

@@ -1,129 +1,28 @@
-"""``naf-ros bench``: learning-curve and throughput benchmarks (numbers, JSON and plots).
+"""The learning benchmarks: ``naf``, ``model-based``, ``updates`` and ``report``.
 
-Benchmarks are not tests: they print figures and write ``<out>/<suite>.json`` plus PNG
-learning curves; BENCHMARKS.md quotes them with the machine they came from.
-
-Suites:
-  naf          NAF on Gymnasium Reacher-v5 and the fixed-target 3-DOF reacher, 3 seeds each
-  model-based  NAF vs. NAF + imagination rollouts (linear, -NN, true model) and iLQG mixing
-  updates      learner updates/s for the paper's network sizes
-  graph        ROS node graph: lockstep steps/s vs in-process, real-time latency, K arms
-  model-error  imagined vs. real rollouts: tip and reward error of each dynamics model
+naf          NAF on Gymnasium Reacher-v5 and the fixed-target 3-DOF reacher, 3 seeds each
+model-based  NAF vs. NAF + imagination rollouts (linear, -NN, true model) and iLQG mixing
+updates      learner updates/s for the paper's network sizes
+report       tables, JSON and plots rebuilt from finished run folders
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from naf_ros.config import config_from_dict
-from naf_ros.core.metrics import plot_curves
-
-REACHER_FIXED = "NafRos/Reacher3DOFFixed-v0"
-
-
-def machine() -> dict:
-    info = {
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-    }
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-
-    info["torch"] = torch.__version__
-    return info
-
-
-def _train_one(job: dict) -> dict:
-    """Worker: one training run (own process, one torch thread)."""
-    from naf_ros.core.trainer import Trainer
-
-    cfg = config_from_dict(job["config"])
-    trainer = Trainer(cfg, run_dir=job["run_dir"], log=None)
-    summary = trainer.train()
-    summary["label"] = job["label"]
-    return summary
-
-
-def _run_jobs(jobs: list[dict], workers: int) -> list[dict]:
-    if workers <= 1:
-        return [_train_one(j) for j in jobs]
-    with mp.get_context("spawn").Pool(workers) as pool:
-        return pool.map(_train_one, jobs, chunksize=1)
-
-
-def _aggregate(results: list[dict]) -> dict:
-    """Per label: median episodes-to-5%, final return/tip distance, mean curve over seeds."""
-    out: dict[str, dict] = {}
-    for label in dict.fromkeys(r["label"] for r in results):
-        runs = [r for r in results if r["label"] == label]
-        curves = [np.asarray(r["eval_curve"]["return"]) for r in runs]
-        n = min(len(c) for c in curves)
-        mean_curve = np.mean([c[:n] for c in curves], axis=0)
-        episodes = runs[0]["eval_curve"]["episode"][:n]
-        # Paper's measure on the seed-averaged curve, against the best of all variants later.
-        out[label] = {
-            "seeds": [r["seed"] for r in runs],
-            "episodes": episodes,
-            "mean_eval_return": mean_curve.tolist(),
-            "final_eval_return": float(np.mean([r["final_eval_return"] for r in runs])),
-            "best_eval_return": float(np.mean([r["best_eval_return"] for r in runs])),
-            "best_mean_eval_return": float(mean_curve.max()),
-            "final_tip_distance_m": float(np.mean([r["final_eval_tip_distance"] for r in runs])),
-            "episodes_to_within_5pct_per_seed": [r["episodes_to_within_5pct"] for r in runs],
-            "env_steps": int(np.mean([r["env_steps"] for r in runs])),
-            "updates_per_s": float(np.median([r["updates_per_s"] for r in runs])),
-            "wall_s": float(np.median([r["wall_s"] for r in runs])),
-        }
-    return out
-
-
-def _episodes_to_threshold(episodes, curve, threshold) -> int | None:
-    for ep, value in zip(episodes, curve):
-        if value >= threshold:
-            return int(ep)
-    return None
-
-
-def mark_threshold(variants: dict) -> None:
-    """The paper's measure: the first evaluation at which each variant's seed-averaged curve
-    is within 5% of the best seed-averaged return of any variant. (The best must come from
-    the averaged curves too: the mean of per-seed bests is a level the averaged curve
-    seldom reaches.)"""
-    best = max(v["best_mean_eval_return"] for v in variants.values())
-    threshold = best - 0.05 * abs(best)
-    for v in variants.values():
-        v["threshold"] = threshold
-        v["episodes_to_threshold"] = _episodes_to_threshold(
-            v["episodes"], v["mean_eval_return"], threshold
-        )
-
-
-def _finish(suite: str, out_dir: Path, payload: dict, title: str) -> dict:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    payload["machine"] = machine()
-    payload["date"] = time.strftime("%Y-%m-%d")
-    (out_dir / f"{suite}.json").write_text(json.dumps(payload, indent=2))
-    for env_id, variants in payload.get("envs", {}).items():
-        curves = {label: (v["episodes"], v["mean_eval_return"]) for label, v in variants.items()}
-        name = env_id.replace("/", "_")
-        plot_curves(curves, out_dir / f"{suite}_{name}.png", f"{title}: {env_id}")
-    return payload
+from naf_ros.bench.common import (
+    REACHER_FIXED,
+    aggregate,
+    finish,
+    mark_threshold,
+    print_table,
+    run_jobs,
+)
 
 
 def bench_naf(args) -> dict:
@@ -161,10 +60,10 @@ def bench_naf(args) -> dict:
                     "run_dir": str(args.out / "runs" / env_id.replace("/", "_") / f"s{seed}"),
                 }
             )
-        results = _run_jobs(jobs, args.workers)
-        payload["envs"][env_id] = _aggregate(results)
-        _print_table(env_id, payload["envs"][env_id])
-    return _finish("naf", args.out, payload, "NAF")
+        results = run_jobs(jobs, args.workers)
+        payload["envs"][env_id] = aggregate(results)
+        print_table(env_id, payload["envs"][env_id])
+    return finish("naf", args.out, payload, "NAF")
 
 
 MODEL_BASED_VARIANTS = {
@@ -214,16 +113,16 @@ def bench_model_based(args) -> dict:
                     "run_dir": str(args.out / "runs" / "model_based" / safe / f"s{seed}"),
                 }
             )
-    results = _run_jobs(jobs, args.workers)
-    variants_out = _aggregate(results)
+    results = run_jobs(jobs, args.workers)
+    variants_out = aggregate(results)
     mark_threshold(variants_out)
     payload = {
         "suite": "model_based",
         "envs": {REACHER_FIXED: variants_out},
         "threshold_rule": "within 5% of the best seed-averaged evaluation return",
     }
-    _print_table(REACHER_FIXED, variants_out)
-    return _finish("model_based", args.out, payload, "Model-based acceleration")
+    print_table(REACHER_FIXED, variants_out)
+    return finish("model_based", args.out, payload, "Model-based acceleration")
 
 
 def bench_updates(args) -> dict:
@@ -259,7 +158,7 @@ def bench_updates(args) -> dict:
                 "updates_per_s_runs": times,
             }
             print(f"{key:40s} {np.median(times):8.0f} updates/s (batch 64, 1 thread)")
-    return _finish("updates", args.out, {"suite": "updates", "results": rows}, "updates")
+    return finish("updates", args.out, {"suite": "updates", "results": rows}, "updates")
 
 
 def bench_report(args) -> dict:
@@ -275,29 +174,16 @@ def bench_report(args) -> dict:
             by_env.setdefault(summary["env"], []).append(summary)
     payload: dict = {"suite": "report", "runs": [str(r) for r in args.runs], "envs": {}}
     for env_id, results in by_env.items():
-        variants = _aggregate(results)
+        variants = aggregate(results)
         mark_threshold(variants)
         payload["envs"][env_id] = variants
-        _print_table(env_id, variants)
-    return _finish(args.name, args.out, payload, args.name)
+        print_table(env_id, variants)
+    return finish(args.name, args.out, payload, args.name)
 
 
-def _print_table(env_id: str, variants: dict) -> None:
-    print(f"\n{env_id}")
-    print(
-        f"{'variant':24s} {'final return':>12s} {'best mean':>9s} {'tip (m)':>8s} "
-        f"{'ep to 5%':>9s} {'upd/s':>7s}"
-    )
-    for label, v in variants.items():
-        ep5 = v.get("episodes_to_threshold", v["episodes_to_within_5pct_per_seed"])
-        print(
-            f"{label:24s} {v['final_eval_return']:12.2f} {v['best_mean_eval_return']:9.2f} "
-            f"{v['final_tip_distance_m']:8.3f} {ep5!s:>9s} {v['updates_per_s']:7.0f}"
-        )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="naf-ros bench", description=__doc__.splitlines()[0])
+def build_parser(description: str) -> argparse.ArgumentParser:
+    """Options of the learning suites (``graph`` and ``model-error`` have their own)."""
+    parser = argparse.ArgumentParser(prog="naf-ros bench", description=description)
     parser.add_argument(
         "suite", choices=["naf", "model-based", "updates", "graph", "model-error", "report"]
     )
@@ -359,28 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--variants", nargs="*", choices=list(MODEL_BASED_VARIANTS))
     parser.add_argument("--workers", type=int, default=2)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["model-error"]:  # its own options (see --help there)
-        from naf_ros.bench_model_error import main as model_error_main
+    return parser
 
-        return model_error_main(argv[1:])
-    if argv[:1] == ["graph"]:  # the graph suite has its own options (see --help there)
-        from naf_ros.bench_graph import build_parser as graph_parser
-        from naf_ros.bench_graph import main as graph_main
 
-        return graph_main(graph_parser().parse_args(argv[1:]))
-    args = parser.parse_args(argv)
-    if args.suite == "naf":
-        bench_naf(args)
-    elif args.suite == "model-based":
-        bench_model_based(args)
-    elif args.suite == "updates":
-        bench_updates(args)
-    elif args.suite == "report":
-        bench_report(args)
-    else:
-        from naf_ros.bench_graph import main as graph_main
-
-        return graph_main(args)
-    print(f"\nwrote {args.out}/")
-    return 0
+SUITES = {
+    "naf": bench_naf,
+    "model-based": bench_model_based,
+    "updates": bench_updates,
+    "report": bench_report,
+}

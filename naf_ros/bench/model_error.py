@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", type=lambda s: [int(v) for v in s.split(",")], default=[64, 64])
     parser.add_argument("--out", type=Path, default=Path("bench_results"))
     args = parser.parse_args(argv)
-    from naf_ros.bench import REACHER_FIXED, machine
+    from naf_ros.bench.common import REACHER_FIXED, machine
     from naf_ros.core.trainer import Trainer
 
     results: dict = {}

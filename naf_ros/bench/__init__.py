@@ -1,0 +1,17 @@
+"""``naf-ros bench``: learning-curve and throughput benchmarks (numbers, JSON and plots).
+
+Benchmarks are not tests: they print figures and write ``<out>/<suite>.json`` plus PNG
+learning curves; BENCHMARKS.md quotes them with the machine they came from.
+
+Suites:
+  naf          NAF on Gymnasium Reacher-v5 and the fixed-target 3-DOF reacher, 3 seeds each
+  model-based  NAF vs. NAF + imagination rollouts (linear, -NN, true model) and iLQG mixing
+  updates      learner updates/s for the paper's network sizes
+  graph        ROS node graph: lockstep steps/s vs in-process, real-time latency, K arms
+  model-error  imagined vs. real rollouts: tip and reward error of each dynamics model
+  report       tables, JSON and plots rebuilt from finished run folders
+
+Modules: ``common`` (machine record, jobs, aggregation, threshold, output), ``learning``
+(naf, model-based, updates, report), ``model_error``, ``graph`` (one module per part) and
+``main`` (the dispatcher behind ``naf-ros bench`` and ``python -m naf_ros.bench``).
+"""
