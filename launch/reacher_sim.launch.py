@@ -6,8 +6,10 @@
 Every node reads config/reacher_sim.yaml (shared training config under ``/**``, node blocks
 under ``/**/<node>``). Per-arm nodes use relative names, so with ``arms:=1`` they live in
 ``namespace`` (default: none) and with more arms in ``<namespace or arm><i>``. For a real arm
-drop the bridge (``sim:=false``), set ``reset_mode`` to homing in the YAML and point
-``controller_name`` at the arm's effort ForwardCommandController. With ``record`` (or
+drop the bridge (``sim:=false``) and point ``controller_name`` at the arm's effort
+ForwardCommandController: without a bridge nobody serves ``sim/reset``, so the policy then
+resets by homing and the graph runs realtime, unless ``reset_mode`` / ``mode`` say otherwise
+(``naf-ros launch --skip sim_bridge`` does the same). With ``record`` (or
 ``bag.record`` in the YAML) the learner records the transitions it trains on and one
 ``bag_recorder`` per arm records joint states, commands and targets, as rosbag2 (MCAP) under
 ``train.run_dir``. E-stop: ``ros2 topic pub --once <ns>/estop std_msgs/msg/Bool
@@ -28,6 +30,7 @@ PACKAGE = "naf_ros"
 MODES = ("lockstep", "realtime")
 EXPLORATION = ("ou", "precision", "gaussian", "none")
 MODELS = ("linear", "nn", "true")
+RESET_MODES = ("service", "homing")
 
 
 def _truthy(text: str) -> bool:
@@ -57,19 +60,25 @@ def _nodes(context, *args, **kwargs):
     sim = _truthy(LaunchConfiguration("sim").perform(context))
     use_sim_time = _truthy(LaunchConfiguration("use_sim_time").perform(context))
     record = LaunchConfiguration("record").perform(context).strip() or _yaml_record(params_file)
+    reset_mode = LaunchConfiguration("reset_mode").perform(context).strip()
     if arms < 1:
         raise ValueError("arms must be >= 1")
+    if not sim:  # a real arm: nobody serves sim/reset, and it does not wait for the learner
+        reset_mode = reset_mode or "homing"
+        mode = mode or "realtime"
     # Empty arguments leave the YAML's values in force.
     shared = {}
     for key, value, allowed in (
         ("mode", mode, MODES),
         ("exploration.kind", exploration, EXPLORATION),
         ("model_based.model", model, MODELS),
+        ("reset_mode", reset_mode, RESET_MODES),
     ):
         if value:
             if value not in allowed:
                 raise ValueError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
             shared[key] = value
+    policy = {"reset_mode": shared.pop("reset_mode")} if reset_mode else {}
     if record:
         shared["bag.record"] = record
     nodes = []
@@ -93,7 +102,7 @@ def _nodes(context, *args, **kwargs):
                 executable="naf_policy",
                 name="naf_policy",
                 namespace=ns,
-                parameters=[params_file, shared, arm, {"use_sim_time": use_sim_time}],
+                parameters=[params_file, shared, arm, policy, {"use_sim_time": use_sim_time}],
                 output="screen",
             )
         )
@@ -176,7 +185,16 @@ def generate_launch_description() -> LaunchDescription:
                 "arms", default_value="1", description="number of simulated arms"
             ),
             DeclareLaunchArgument(
-                "sim", default_value="true", description="start the MuJoCo sim bridge(s)"
+                "sim",
+                default_value="true",
+                description="start the MuJoCo sim bridge(s); false: a real arm (homing resets "
+                "and realtime mode unless reset_mode / mode are given)",
+            ),
+            DeclareLaunchArgument(
+                "reset_mode",
+                default_value="",
+                description="naf_policy.reset_mode: service (sim/reset) or homing (PD to "
+                "home_position); empty: homing with sim:=false, else the YAML's",
             ),
             DeclareLaunchArgument(
                 "use_sim_time", default_value="false", description="policy/learner on /clock"
