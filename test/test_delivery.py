@@ -232,8 +232,8 @@ def test_failed_saves_are_counted_not_raised(tmp_path):
 def test_learner_resumes_from_prev_when_newest_is_corrupt(tmp_path):
     """The learner's real payload: a corrupt newest loses only the updates since .prev."""
     from naf_ros.config import config_from_dict
+    from naf_ros.core.learner import Learner
     from naf_ros.envs.task import ReacherTask
-    from naf_ros.ros.learner import Learner
 
     cfg = config_from_dict(
         {"agent": {"hidden": [16, 16], "batch_size": 8, "warmup_steps": 8, "updates_per_step": 1}}
@@ -249,32 +249,31 @@ def test_learner_resumes_from_prev_when_newest_is_corrupt(tmp_path):
     learner = Learner(cfg, 13, 3, 10, task.reward)
     ck = CheckpointFile(tmp_path / "learner_checkpoint.pt")
     for i in range(30):
-        learner.observe(transition(i))
+        learner.add(transition(i))
         learner.learn()
-        learner.account(0, i, i // 10)
-    assert ck.save(learner.payload())
-    at_prev = (learner.agent.updates, dict(learner.processed))
+    assert ck.save(learner.state_dict())
+    at_prev = (learner.agent.updates, learner.counters.transitions)
     for i in range(30, 40):
-        learner.observe(transition(i))
+        learner.add(transition(i))
         learner.learn()
-        learner.account(0, i, i // 10)
-    assert ck.save(learner.payload())
+    assert ck.save(learner.state_dict())
     raw = bytearray(ck.path.read_bytes())
     raw[len(raw) // 2] ^= 0xFF  # one flipped byte in the newest
     ck.path.write_bytes(bytes(raw))
 
     log: list[str] = []
     fresh = Learner(cfg, 13, 3, 10, task.reward)
-    assert CheckpointFile(ck.path, log.append).load(fresh.restore) == ck.prev
-    assert (fresh.agent.updates, fresh.processed) == at_prev and fresh.last_episode == {0: 2}
+    assert CheckpointFile(ck.path, log.append).load(fresh.load_state_dict) == ck.prev
+    assert (fresh.agent.updates, fresh.counters.transitions) == at_prev
+    assert fresh.counters.episodes == 3
     assert len(fresh.replay) == 30 and len(log) == 1 and "checksum mismatch" in log[0]
 
 
 def test_checkpoint_size_and_save_time_paper_network(tmp_path):
     """Measure: the learner's checkpoint with 200x200 networks and 10k transitions in R."""
     from naf_ros.config import config_from_dict
+    from naf_ros.core.learner import Learner
     from naf_ros.envs.task import ReacherTask
-    from naf_ros.ros.learner import Learner
 
     cfg = config_from_dict({"agent": {"hidden": [200, 200], "replay_capacity": 1_000_000}})
     learner = Learner(cfg, 13, 3, 50, ReacherTask().reward)
@@ -288,12 +287,12 @@ def test_checkpoint_size_and_save_time_paper_network(tmp_path):
     times = []
     for _ in range(3):
         t0 = time.perf_counter()
-        assert ck.save(learner.payload())
+        assert ck.save(learner.state_dict())
         times.append(time.perf_counter() - t0)
     size = ck.path.stat().st_size
     t0 = time.perf_counter()
     fresh = Learner(cfg, 13, 3, 50, ReacherTask().reward)
-    CheckpointFile(ck.path).load(fresh.restore)
+    CheckpointFile(ck.path).load(fresh.load_state_dict)
     load_s = time.perf_counter() - t0
     assert len(fresh.replay) == n
     print(
@@ -409,7 +408,7 @@ def test_learner_node_falls_back_to_prev_and_skips_a_bad_warm_start_bag(tmp_path
     node, close = make_learner_node(run, **{"bag.warm_start": [str(good)]})
     try:
         assert len(node.learner.replay) == 30
-        node.learner.account(0, 29, 0)
+        node.accounts.account(0, 29, 0)
         assert node.save_checkpoint()
         node.learner.agent.updates = 7  # something only the newest checkpoint has
         assert node.save_checkpoint()

@@ -185,14 +185,14 @@ def test_trainer_imagines_through_the_joint_model_and_checkpoints_it(tmp_path):
     for t in (joint, observed):
         for _ in range(3):
             t.run_episode()
-        assert t.accelerator.stats["imagined"] > 0
-    assert isinstance(joint.accelerator.model, JointSpaceDynamics)
-    imagined_count = joint.accelerator.stats["imagined"]
+        assert t.learner.counters.imagined > 0
+    assert isinstance(joint.learner.model, JointSpaceDynamics)
+    imagined_count = joint.learner.counters.imagined
     assert joint._imagination_note() == f" | models 1 | imagined {imagined_count} (on)"
-    assert isinstance(observed.accelerator.model, LinearGaussianDynamics)
+    assert isinstance(observed.learner.model, LinearGaussianDynamics)
     # iLQG plans on the observation-space fit either way; the joint model is for imagination.
-    imagined = joint.accelerator.fictional.state_dict()
-    n = len(joint.accelerator.fictional)
+    imagined = joint.learner.fictional.state_dict()
+    n = len(joint.learner.fictional)
     next_obs = imagined["next_obs"][:n]
     cos, sin = next_obs[:, :N_JOINTS], next_obs[:, N_JOINTS : 2 * N_JOINTS]
     assert np.allclose(cos**2 + sin**2, 1.0)  # imagined states are states of the arm
@@ -200,13 +200,14 @@ def test_trainer_imagines_through_the_joint_model_and_checkpoints_it(tmp_path):
     again = trainer("joint", "j")
     again.load(tmp_path / "j" / "checkpoint.pt")
     for name in ("prior", "joint_prior"):  # the pooled history survives a resume
-        before, after = getattr(joint.accelerator, name), getattr(again.accelerator, name)
+        fitters = joint.model_based.fit_step.fitter, again.model_based.fit_step.fitter
+        before, after = (getattr(f, name) for f in fitters)
         assert after.n_episodes == before.n_episodes == 2
         assert np.array_equal(after.means, before.means)
     x = np.tile(next_obs[:1], (4, 1))
     u = np.zeros((4, N_JOINTS))
     assert np.array_equal(
-        again.accelerator.model.predict(3, x, u), joint.accelerator.model.predict(3, x, u)
+        again.learner.model.predict(3, x, u), joint.learner.model.predict(3, x, u)
     )
     with pytest.raises(ConfigError, match="linear_state"):
         config_from_dict({"model_based": {"linear_state": "cartesian"}})

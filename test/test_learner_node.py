@@ -129,9 +129,11 @@ def test_sequence_tracker_rules():
 
 
 def test_learner_does_il_updates_from_fictional_and_i_from_real(data):
+    """The core learner the node wraps: rollouts from B_old every m transitions once warm,
+    I·l updates from R_f then I from R, the switch-off, and a full state round trip."""
     from naf_ros.config import config_from_dict
+    from naf_ros.core.learner import Learner
     from naf_ros.envs.task import ReacherTask
-    from naf_ros.ros.learner import Learner
 
     cfg = config_from_dict(
         {
@@ -152,21 +154,26 @@ def test_learner_does_il_updates_from_fictional_and_i_from_real(data):
     )
     task = ReacherTask()
     learner = Learner(cfg, 13, 3, T, task.reward, task)
+    for tr in data[:T]:  # one complete episode joins B_f
+        learner.add(tr)
+    assert len(learner.B_f) == 1 and learner.counters.rollouts == 0  # no model yet
     msg = fitted_model_message(data[:100], 1, joint=True)
     learner.set_model(joint_model_from_arrays(unpack_arrays(msg), task), 1)
-    for tr in data[:16]:
-        learner.observe(tr)
-    assert learner.counters.rollouts == 4 and len(learner.fictional) == 4 * 4 * 3
-    assert learner.learn() == 2 * 3 + 2  # I*l from R_f, then I from R
-    for tr in data[16:100]:
-        learner.observe(tr)
-    assert learner.counters.episodes == 2 and not learner.imagination_active  # switched off
-    assert learner.learn() == 2
-    payload = learner.payload()
+    assert len(learner.B_old) == 1 and len(learner.B_f) == 0  # B_old <- B_f
+    for tr in data[T : T + 16]:
+        learner.add(tr)
+    assert learner.counters.rollouts == 4 and 0 < len(learner.fictional) <= 4 * 4 * 3
+    assert len(learner.learn()) == 2 * 3 + 2  # I*l from R_f, then I from R
+    for tr in data[T + 16 : 2 * T + 1]:  # the first transition of episode 2 switches it off
+        learner.add(tr)
+    assert learner.counters.episodes == 2 and not learner.imagination_active
+    assert len(learner.learn()) == 2
+    state = learner.state_dict()
     fresh = Learner(cfg, 13, 3, T, task.reward, task)
-    fresh.restore(payload)
-    assert fresh.agent.updates == learner.agent.updates and len(fresh.replay) == 100
+    fresh.load_state_dict(state)
+    assert fresh.agent.updates == learner.agent.updates and len(fresh.replay) == 2 * T + 1
     assert len(fresh.fictional) == len(learner.fictional) and fresh.model_version == 1
+    assert not fresh.imagination_active and len(fresh.B_f) == 1
     x = np.array([tr["obs"] for tr in data[:T]])
     u = np.array([tr["action"] for tr in data[:T]])
     assert np.array_equal(

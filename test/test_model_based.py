@@ -6,8 +6,9 @@ import pytest
 import naf_ros.envs  # noqa: F401
 from naf_ros.config import ConfigError, config_from_dict
 from naf_ros.core.dynamics import LinearGaussianDynamics
-from naf_ros.core.imagination import TrueSimModel, imagine
+from naf_ros.core.imagination import imagine
 from naf_ros.core.trainer import Trainer
+from naf_ros.core.true_model import TrueSimModel
 
 FIXED = "NafRos/Reacher3DOFFixed-v0"
 
@@ -99,26 +100,25 @@ def test_algorithm_2_buffers_and_schedule(tmp_path):
     }
     cfg = _config(6, mb=mb, agent={"warmup_steps": 50, "updates_per_step": 1, "batch_size": 8})
     trainer = Trainer(cfg, run_dir=tmp_path, log=None)
-    acc = trainer.accelerator
+    learner, mbased = trainer.learner, trainer.model_based
     for _ in range(2):
         trainer.run_episode()
-    assert acc.stats["fits"] == 1 and len(acc.B_old) == 2 and acc.B_f == []
-    assert acc.model is not None and len(acc.fictional) == 0
+    assert mbased.fits == 1 and len(learner.B_old) == 2 and len(learner.B_f) == 0
+    assert learner.model is not None and len(learner.fictional) == 0
     trainer.run_episode()  # 50 steps -> 5 rollout rounds of 4 starts x 3 steps (horizon cuts)
-    assert 0 < len(acc.fictional) <= 5 * 4 * 3
-    imagined_before_off = acc.stats["imagined"]
+    assert 0 < len(learner.fictional) <= 5 * 4 * 3
+    imagined_before_off = learner.counters.imagined
     updates_before = trainer.agent.updates
     trainer.run_episode()  # episode index 3 -> still on
     assert trainer.agent.updates - updates_before == 50 * (1 + 2)
     trainer.run_episode()  # episode 4 -> still on (off after 5 completed)
     trainer.run_episode()  # episodes >= 5: off
-    assert acc.stats["fits"] == 3
-    on_after = acc.stats["imagined"]
+    assert mbased.fits == 3
+    on_after = learner.counters.imagined
     assert on_after > imagined_before_off
     updates_before = trainer.agent.updates
-    trainer.counters.episodes = 5
     trainer.run_episode()
-    assert acc.stats["imagined"] == on_after, "imagination must stay off"
+    assert learner.counters.imagined == on_after, "imagination must stay off"
     assert trainer.agent.updates - updates_before == 50
 
 
@@ -129,8 +129,7 @@ def test_ilqg_episodes_mix_with_probability_p(tmp_path):
     kinds = [trainer.run_episode()["controller"] for _ in range(6)]
     assert kinds[:2] == ["policy", "policy"]  # no controller before the first fit
     assert kinds[2:] == ["ilqg"] * 4
-    acc = trainer.accelerator
-    assert acc.stats["ilqg_updates"] >= 2
+    assert trainer.model_based.explorer.steps >= 2
     assert all(np.abs(trainer.replay.action[: len(trainer.replay)]).max(axis=0) <= 1.0)
 
 
@@ -214,3 +213,28 @@ def test_mpc_mode_needs_the_true_model(tmp_path):
     )
     trainer = Trainer(cfg, run_dir=tmp_path, log=None)
     assert trainer.run_episode()["controller"] == "ilqg"
+
+
+def test_kl_step_adapts_only_on_the_ilqg_controllers_own_episodes(tmp_path):
+    """The trainer's iLQG step size learns from iLQG's own returns, and not at all without.
+
+    With ilqg_probability ~ 0 every fitted episode is NAF's; their returns say nothing about
+    the controller's last step, so kl_step must stay where it was configured. (The trainer
+    once adapted it from all episodes' returns: the ROS explorer never did.)
+    """
+    mb = {"enabled": True, "episodes_per_fit": 2, "ilqg_probability": 1e-9, "kl_step": 0.5}
+    agent = {"hidden": [16, 16], "warmup_steps": 50, "updates_per_step": 1}
+    trainer = Trainer(_config(6, mb=mb, agent=agent), run_dir=tmp_path, log=None)
+    for _ in range(6):
+        trainer.run_episode()
+    explorer = trainer.model_based.explorer
+    assert explorer.steps == 3 and trainer.model_based.ilqg_episodes == 0
+    assert explorer.optimizer.kl_step == 0.5  # three steps, no adaptation
+
+    # Its own episodes do move it: the same fits with every episode run by iLQG.
+    mb_own = {**mb, "ilqg_probability": 1.0}
+    own = Trainer(_config(6, mb=mb_own, agent=agent), run_dir=tmp_path / "o", log=None)
+    for _ in range(6):
+        own.run_episode()
+    assert own.model_based.ilqg_episodes == 4
+    assert own.model_based.explorer.optimizer.kl_step != 0.5

@@ -295,14 +295,14 @@ def test_failed_fit_keeps_the_previous_model(tmp_path):
         def batch(x):
             return [Episode(0, e, x[e], U[e], R[e], np.zeros(T), False) for e in range(N_FIT)]
 
-        node.batch = batch(X)
-        assert node.fit() and node.version == 1
+        fitter = node.fit_step.fitter
+        assert node.publish(fitter.fit(batch(X))) and node.version == 1
         broken = X.copy()
         broken[2, 10, 4] = np.inf  # cannot come off the wire, but the fit must not trust that
-        node.batch = batch(broken)
-        assert not node.fit()
-        assert node.version == 1 and node.batch == []
-        assert dict(node.fit_failures) == {"DynamicsFitError": 1}
+        outcome = fitter.fit(batch(broken))
+        assert not outcome.ok and not node.publish(outcome)
+        assert node.version == 1 and node.fit_step.batch == []
+        assert dict(fitter.failures) == {"DynamicsFitError": 1}
         node._refresh_diagnostics()
         assert node.diag.values["fit_failures/DynamicsFitError"] == 1
         node.destroy_node()

@@ -1,4 +1,4 @@
-"""Pure bookkeeping over the transition stream: sequence tracking, episodes, recent states.
+"""Pure bookkeeping over the transition stream: sequence tracking and episode assembly.
 
 The ROS nodes only adapt messages; the rules that decide what is accepted, what counts as a
 gap and when an episode is complete live here so they are testable without DDS. Every
@@ -214,47 +214,3 @@ class EpisodeAssembler:
 def stack_episodes(episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray]:
     """X (N, T+1, nx) and U (N, T, nu), the layout the dynamics fit takes."""
     return np.stack([e.obs for e in episodes]), np.stack([e.actions for e in episodes])
-
-
-# --- recent states (B_f / B_old of Algorithm 2) --------------------------------------------------
-class StateBuffer:
-    """Ring of recent real states with their time index, to start imagination rollouts from.
-
-    Holding the last n·T states is the learner's B_f; a snapshot taken when a model arrives
-    is B_old (the states that model was fitted around).
-    """
-
-    def __init__(self, obs_dim: int, capacity: int) -> None:
-        self.obs_dim, self.capacity = int(obs_dim), max(1, int(capacity))
-        self.obs = np.zeros((self.capacity, self.obs_dim))
-        self.t = np.zeros(self.capacity, dtype=np.int64)
-        self.size = 0
-        self.cursor = 0
-
-    def __len__(self) -> int:
-        return self.size
-
-    def add(self, obs: np.ndarray, t: int) -> None:
-        self.obs[self.cursor] = obs
-        self.t[self.cursor] = t
-        self.cursor = (self.cursor + 1) % self.capacity
-        self.size = min(self.size + 1, self.capacity)
-
-    def snapshot(self) -> StateBuffer:
-        out = StateBuffer(self.obs_dim, self.capacity)
-        out.load_state_dict(self.state_dict())
-        return out
-
-    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        idx = rng.integers(0, self.size, size=n)
-        return self.obs[idx].copy(), self.t[idx].copy()
-
-    def state_dict(self) -> dict:
-        order = (np.arange(self.size) + (self.cursor - self.size)) % self.capacity
-        return {"obs": self.obs[order].copy(), "t": self.t[order].copy(), "capacity": self.capacity}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.__init__(self.obs_dim, int(state["capacity"]))
-        obs, t = np.asarray(state["obs"]), np.asarray(state["t"])
-        for i in range(len(t))[-self.capacity :]:
-            self.add(obs[i], int(t[i]))

@@ -2,6 +2,9 @@
 
 Runs any Gymnasium environment with box spaces, writes a run folder (config, metrics CSV,
 learning-curve PNG, checkpoint, JSON summary) and prints one progress line per episode.
+The trainer is only the environment loop: learning is :class:`~naf_ros.core.learner.Learner`,
+model fitting :class:`~naf_ros.core.model_fit.FitStep` and iLQG exploration
+:class:`~naf_ros.core.ilqg_explorer.ILQGExplorer` — the same objects the ROS nodes wrap.
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ import yaml
 
 from naf_ros.config import Config
 from naf_ros.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from naf_ros.core.envs import ActionScaler, make_env, tip_distance
+from naf_ros.core.envs import ActionScaler, episode_limit, make_env, tip_distance
+from naf_ros.core.learner import Learner
 from naf_ros.core.metrics import MetricsLog, episodes_to_within, plot_curves
-from naf_ros.core.naf import NAFAgent
+from naf_ros.core.model_based import ModelBased
 from naf_ros.core.noise import make_noise
-from naf_ros.core.replay import ReplayBuffer
 
 
 @dataclass
@@ -39,7 +42,7 @@ def _finite(*values) -> bool:
 
 
 class Trainer:
-    """Owns the environment loop; the agent, buffers and (optional) accelerator are its parts."""
+    """Owns the environment loop; the learner and (Algorithm 2) the model side are its parts."""
 
     def __init__(
         self,
@@ -57,17 +60,26 @@ class Trainer:
         self.act_dim = self.env.action_space.shape[0]
         seed = cfg.train.seed
         self.rng = np.random.default_rng(seed)
-        self.agent = NAFAgent(self.obs_dim, self.act_dim, cfg.agent, seed=seed)
-        self.replay = ReplayBuffer(self.obs_dim, self.act_dim, cfg.agent.replay_capacity)
+        horizon = episode_limit(self.env)
+        self.model_based: ModelBased | None = None
+        task = None
+        if cfg.model_based.enabled:
+            self.model_based = ModelBased(cfg, self.env, horizon, self.rng)
+            task = self.model_based.task
+        self.learner = Learner(
+            cfg,
+            self.obs_dim,
+            self.act_dim,
+            horizon,
+            reward=task.reward if task is not None else None,
+            task=task,
+            rng=self.rng,
+        )
+        self.agent, self.replay = self.learner.agent, self.learner.replay
         ex = cfg.exploration
         self.noise = make_noise(
             ex.kind, self.act_dim, ex.scale, ex.ou_theta, self.rng, ex.precision_ema
         )
-        self.accelerator = None
-        if cfg.model_based.enabled:
-            from naf_ros.core.imagination import ModelBasedAccelerator
-
-            self.accelerator = ModelBasedAccelerator(cfg, self.env, self.agent, self.rng)
         self.counters = Counters()
         self.run_dir = Path(run_dir or cfg.train.run_dir)
         self.metrics: MetricsLog | None = None
@@ -88,8 +100,10 @@ class Trainer:
         self._env_seeded = True
         obs, info = self.env.reset(seed=seed)
         self.noise.reset()
-        controller = self.accelerator.choose_controller() if self.accelerator else None
+        mb = self.model_based
+        controller = mb.choose_controller() if mb is not None else None
         ep_return, ep_len, last_tip, losses = 0.0, 0, float("nan"), []
+        mb_info: dict = {}
         t0 = time.perf_counter()
         updates_before = self.agent.updates
         while True:
@@ -103,32 +117,34 @@ class Trainer:
             if not _finite(next_obs, reward):
                 self.counters.rejected_env_samples += 1
                 break
-            self.replay.add(obs, action, reward, next_obs, terminated, ep_len)
+            transition = {
+                "producer": 0,
+                "episode": self.counters.episodes,
+                "t": ep_len,
+                "obs": obs,
+                "action": action,
+                "reward": float(reward),
+                "next_obs": next_obs,
+                "terminal": bool(terminated),
+                "truncated": bool(truncated),
+                "controller": 1.0 if controller is not None else 0.0,
+            }
+            self.learner.add(transition)
             if self.recorder is not None:
-                self._record(
-                    obs,
-                    action,
-                    reward,
-                    next_obs,
-                    terminated,
-                    truncated,
-                    ep_len,
-                    controller is not None,
-                )
-            if self.accelerator is not None:
-                self.accelerator.observe(obs, action, reward, next_obs, ep_len)
+                self._record(transition)
             self.counters.env_steps += 1
             ep_return += float(reward)
             ep_len += 1
             last_tip = tip_distance(info, next_obs)
             losses.extend(self._learn())
+            if mb is not None:  # after the step's updates: a new model serves the next step
+                mb_info.update(mb.observe(transition, self.learner))
             obs = next_obs
             if terminated or truncated:
                 break
             if cfg.train.max_steps and self.counters.env_steps >= cfg.train.max_steps:
                 break
         self.counters.episodes += 1
-        mb_info = self.accelerator.end_episode(ep_len) if self.accelerator else {}
         elapsed = time.perf_counter() - t0
         finite = [v for v in losses if np.isfinite(v)]
         return {
@@ -141,41 +157,19 @@ class Trainer:
             **mb_info,
         }
 
-    def _record(self, obs, action, reward, next_obs, terminated, truncated, t, ilqg) -> None:
+    def _record(self, transition: dict) -> None:
         """Append one transition to the rosbag2 recording (same schema as the ROS graph)."""
         self.recorder.write_transition(
-            {
-                "producer": 0,
-                "seq": self._seq,
-                "episode": self.counters.episodes,
-                "t": t,
-                "obs": obs,
-                "action": action,
-                "reward": float(reward),
-                "next_obs": next_obs,
-                "terminal": bool(terminated),
-                "truncated": bool(truncated),
-                "controller": 1.0 if ilqg else 0.0,
-            },
-            stamp_ns=self.counters.env_steps * 20_000_000,
+            {**transition, "seq": self._seq}, stamp_ns=self.counters.env_steps * 20_000_000
         )
         self._seq += 1
 
     def _learn(self) -> list[float]:
-        """I updates from R (and I*l from Rf under Algorithm 2) per real step."""
-        cfg = self.cfg.agent
-        if len(self.replay) < max(cfg.batch_size, cfg.warmup_steps):
-            return []
+        """I updates from R (and I·l from R_f under Algorithm 2) per real step."""
         t0 = time.perf_counter()
-        losses = []
-        if self.accelerator is not None:
-            self.accelerator.maybe_imagine(self.counters.env_steps, self.counters.episodes)
-            fictional, n_imag = self.accelerator.imagination_batches(self.counters.episodes)
-            for _ in range(n_imag):
-                losses.append(self.agent.update(fictional.sample(cfg.batch_size, self.rng)))
-        for _ in range(cfg.updates_per_step):
-            losses.append(self.agent.update(self.replay.sample(cfg.batch_size, self.rng)))
-        self.counters.update_seconds += time.perf_counter() - t0
+        losses = self.learner.learn()
+        if losses:
+            self.counters.update_seconds += time.perf_counter() - t0
         return losses
 
     def evaluate(self, episodes: int | None = None) -> tuple[float, float]:
@@ -205,16 +199,13 @@ class Trainer:
     # --- persistence ---------------------------------------------------------------------------
     def checkpoint_payload(self) -> dict:
         payload = {
-            "agent": self.agent.state_dict(),
-            "replay": self.replay.state_dict(),
+            "learner": self.learner.state_dict(),
             "counters": self.counters.__dict__.copy(),
-            "rng": self.rng.bit_generator.state,
             "noise_state": self.noise.state.copy(),
-            "torch_rng": torch.get_rng_state(),
             "config": self.cfg.to_dict(),
         }
-        if self.accelerator is not None:
-            payload["accelerator"] = self.accelerator.state_dict()
+        if self.model_based is not None:
+            payload["model_based"] = self.model_based.state_dict()
         return payload
 
     def save(self, path: str | Path | None = None) -> int:
@@ -222,14 +213,14 @@ class Trainer:
 
     def load(self, path: str | Path) -> None:
         payload = load_checkpoint(path)
-        self.agent.load_state_dict(payload["agent"])
-        self.replay.load_state_dict(payload["replay"])
+        try:
+            self.learner.load_state_dict(payload["learner"])
+            if self.model_based is not None and "model_based" in payload:
+                self.model_based.load_state_dict(payload["model_based"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{path}: does not fit this run ({exc})") from exc
         self.counters = Counters(**payload["counters"])
-        self.rng.bit_generator.state = payload["rng"]
         self.noise.state = np.asarray(payload["noise_state"])
-        torch.set_rng_state(payload["torch_rng"])
-        if self.accelerator is not None and "accelerator" in payload:
-            self.accelerator.load_state_dict(payload["accelerator"])
 
     # --- the whole run --------------------------------------------------------------------------
     def train(self, resume: bool = False) -> dict:
@@ -286,11 +277,11 @@ class Trainer:
 
     def _imagination_note(self) -> str:
         """Algorithm 2's state on the progress line: models fitted, imagined transitions."""
-        acc = self.accelerator
-        if acc is None:
+        if self.model_based is None:
             return ""
-        on = "on" if acc.imagination_on(self.counters.episodes) else "off"
-        return f" | models {acc.stats['fits']} | imagined {acc.stats['imagined']} ({on})"
+        c = self.learner.counters
+        on = "on" if self.learner.imagination_on(self.counters.episodes) else "off"
+        return f" | models {self.model_based.fits} | imagined {c.imagined} ({on})"
 
     def _progress_line(self, row: dict, evaluated: bool) -> str:
         ev = (
@@ -325,8 +316,8 @@ class Trainer:
             "wall_s": wall,
             "eval_curve": {"episode": eps, "return": rets, "tip_distance": tips},
         }
-        if self.accelerator is not None:
-            summary["model_based"] = self.accelerator.summary()
+        if self.model_based is not None:
+            summary["model_based"] = self.model_based.summary(self.learner)
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         plot_curves(
             {"eval return": (eps, rets)},

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +28,10 @@ from rclpy.node import Node
 from std_msgs.msg import Float64, Float64MultiArray
 
 from naf_ros.config import ConfigError
-from naf_ros.core.dynamics import DynamicsFitError, DynamicsPrior, fit_linear_gaussian
-from naf_ros.core.episodes import GAP, RESTART, Episode, EpisodeAssembler, stack_episodes
-from naf_ros.core.joint_dynamics import add_joint_arrays, fit_joint_space
+from naf_ros.core.dynamics import DynamicsPrior
+from naf_ros.core.episodes import GAP, RESTART
+from naf_ros.core.joint_dynamics import add_joint_arrays
+from naf_ros.core.model_fit import FitOutcome, FitStep, one_step_rmse
 from naf_ros.envs.configured import episode_steps, reacher_task
 from naf_ros.ros import qos
 from naf_ros.ros.codec import pack_arrays
@@ -47,13 +47,6 @@ CHECKPOINT_NAME = "dynamics_fitter_checkpoint.pt"
 CHECKPOINT_KIND = "naf_ros-dynamics_fitter"
 
 
-def one_step_rmse(model, X: np.ndarray, U: np.ndarray) -> float:
-    """RMSE of the model's mean next-state prediction over every (x_t, u_t, x_{t+1})."""
-    T = U.shape[1]
-    pred = np.stack([model.predict(t, X[:, t], U[:, t]) for t in range(T)], axis=1)
-    return float(np.sqrt(np.mean((pred - X[:, 1 : T + 1]) ** 2)))
-
-
 # --- the node ---------------------------------------------------------------------------------
 class DynamicsFitterNode(Node):
     """Assembles episodes, fits M every n of them, publishes it latched with a version."""
@@ -67,33 +60,26 @@ class DynamicsFitterNode(Node):
                 f"model_based.model={mb.model!r}: only the fitted linear model travels on "
                 f"{MODEL_TOPIC}; fitting that"
             )
+            mb.model = "linear"  # this node's own copy of the config
         self.task = reacher_task(self.cfg.env)
         self.obs_dim, self.act_dim = self.task.obs_dim, self.task.act_dim
         self.horizon = episode_steps(self.cfg.env)
         self.n_per_fit = mb.episodes_per_fit
         self.sequencer = Sequencer()  # gaps declared at once: nobody re-sends for us
-        self.assembler = EpisodeAssembler(self.obs_dim, self.act_dim, self.horizon)
         components = int(declare(self, "prior_components", 1))
         if components < 1:
             raise ConfigError(f"prior_components: {components} must be an integer >= 1")
-        self.prior = DynamicsPrior(
-            n_components=components, max_episodes=mb.prior_episodes, seed=self.cfg.train.seed
-        )
-        # model_based.linear_state 'joint': the message also carries a joint-space model,
+        # With model_based.linear_state 'joint' the message also carries a joint-space model,
         # fitted with its own prior, for the learner's imagination rollouts.
-        self.joint_prior = (
-            DynamicsPrior(max_episodes=mb.prior_episodes, seed=self.cfg.train.seed)
-            if mb.linear_state == "joint"
-            else None
-        )
-        self.batch: list[Episode] = []
+        self.components = components
+        self.fit_step = self._new_fit_step()
         self.version = 0
-        self.fit_failures: Counter[str] = Counter()
         self.last_rmse = float("nan")
         self.last_arrays: dict[str, np.ndarray] | None = None
         self.persist = bool(declare(self, "persist", False))
         self.checkpoint_every_s = float(declare(self, "checkpoint_every_s", 2.0))
         self._last_save = 0.0
+        self._dirty = False  # anything arrived since the last save
         self.checkpoint = CheckpointFile(
             Path(self.cfg.train.run_dir) / CHECKPOINT_NAME, self.get_logger().error
         )
@@ -117,19 +103,21 @@ class DynamicsFitterNode(Node):
             + (f"; state in {self.checkpoint.path}" if self.persist else "")
         )
 
+    def _new_fit_step(self) -> FitStep:
+        return FitStep(
+            self.cfg, self.task, self.obs_dim, self.act_dim, self.horizon, self.components
+        )
+
     # --- persistence --------------------------------------------------------------------------
     def payload(self) -> dict:
         return {
             "kind": CHECKPOINT_KIND,
             "dims": [self.obs_dim, self.act_dim, self.horizon],
             "version": self.version,
-            "prior": self.prior,
-            "joint_prior": self.joint_prior,
-            "batch": [e.__dict__.copy() for e in self.batch],
+            "fit": self.fit_step.state_dict(),
             "model": self.last_arrays,
             "last_rmse": self.last_rmse,
-            "fit_failures": dict(self.fit_failures),
-            "completed": self.assembler.completed,
+            "fit_failures": dict(self.fit_step.fitter.failures),
             "tracker": self.sequencer.tracker.state_dict(),
             "last_episode": dict(self.sequencer.last_episode),
         }
@@ -140,11 +128,11 @@ class DynamicsFitterNode(Node):
             raise ValueError(f"not a dynamics_fitter checkpoint (kind {p.get('kind')!r})")
         if list(p["dims"]) != [self.obs_dim, self.act_dim, self.horizon]:
             raise ValueError(f"dims {p['dims']} != {[self.obs_dim, self.act_dim, self.horizon]}")
-        prior = p["prior"]
-        if not isinstance(prior, DynamicsPrior):
+        if not isinstance(p["fit"]["prior"], DynamicsPrior):
             raise TypeError("prior is not a DynamicsPrior")
-        joint_prior = p.get("joint_prior")  # absent in older checkpoints: start afresh
-        batch = [Episode(**e) for e in p["batch"]]
+        fit_step = self._new_fit_step()
+        fit_step.load_state_dict(p["fit"])
+        fit_step.fitter.failures.update({str(k): int(v) for k, v in p["fit_failures"].items()})
         sequencer = Sequencer()
         sequencer.tracker.load_state_dict(p["tracker"])
         sequencer.last_episode = {int(k): int(v) for k, v in p["last_episode"].items()}
@@ -152,12 +140,8 @@ class DynamicsFitterNode(Node):
         if model is not None:
             model = {k: np.asarray(v) for k, v in model.items()}
         self.version = int(p["version"])
-        self.prior, self.batch, self.sequencer, self.last_arrays = prior, batch, sequencer, model
-        if self.joint_prior is not None and isinstance(joint_prior, DynamicsPrior):
-            self.joint_prior = joint_prior
+        self.fit_step, self.sequencer, self.last_arrays = fit_step, sequencer, model
         self.last_rmse = float(p["last_rmse"])
-        self.fit_failures = Counter({str(k): int(v) for k, v in p["fit_failures"].items()})
-        self.assembler.completed = int(p["completed"])
 
     def _resume(self) -> None:
         if self.checkpoint.load(self._apply) is None:
@@ -165,7 +149,8 @@ class DynamicsFitterNode(Node):
         self.resumed = True
         self.get_logger().info(
             f"resumed from {self.checkpoint.loaded_from}: model v{self.version}, "
-            f"{len(self.batch)} pending episodes, prior over {self.prior.n_episodes}"
+            f"{len(self.fit_step.batch)} pending episodes, "
+            f"prior over {self.fit_step.fitter.prior.n_episodes}"
         )
         if self.last_arrays is not None:
             self._model_pub.publish(pack_arrays(self.last_arrays))  # latched, for restarted peers
@@ -174,33 +159,36 @@ class DynamicsFitterNode(Node):
         if not self.persist:
             return
         self._last_save = time.monotonic()
+        self._dirty = False
         self.checkpoint.save_and_report(self.payload(), self.diag)
 
     def safe_stop(self) -> None:
-        self.save()
+        """Save what arrived since the last save; nothing new, nothing to write (a node
+        stopped before any input then exits at once instead of importing torch to save)."""
+        if self._dirty:
+            self.save()
 
     # --- input --------------------------------------------------------------------------------
     def _refresh_diagnostics(self) -> None:
         v = self.diag.values
         tracker = self.sequencer.tracker
-        v["episodes_completed"] = self.assembler.completed
-        v["episodes_pending"] = len(self.batch)
+        fitter = self.fit_step.fitter
+        v["episodes_completed"] = self.fit_step.assembler.completed
+        v["episodes_pending"] = len(self.fit_step.batch)
         v["model_version"] = self.version
         v["model_rmse"] = f"{self.last_rmse:.6g}"
-        v["prior_episodes"] = self.prior.n_episodes
+        v["prior_episodes"] = fitter.prior.n_episodes
         v["gaps"] = tracker.gaps
         v["lost_transitions"] = tracker.lost
         v["producer_restarts"] = tracker.restarts
         v["resumed"] = self.resumed
         if self.persist:
             v.update(self.checkpoint.diagnostics())
-        for reason, n in self.fit_failures.items():
+        for reason, n in fitter.failures.items():
             v[f"fit_failures/{reason}"] = n
-        if self.fit_failures or tracker.gaps:
+        if fitter.failures or tracker.gaps:
             self.diag.level = DiagnosticStatus.WARN
-            self.diag.message = (
-                f"{sum(self.fit_failures.values())} failed fits, {tracker.gaps} gaps"
-            )
+            self.diag.message = f"{sum(fitter.failures.values())} failed fits, {tracker.gaps} gaps"
 
     def _on_transition(self, msg: Float64MultiArray) -> None:
         try:
@@ -215,6 +203,7 @@ class DynamicsFitterNode(Node):
             self.diag.reject(reason)
             return
         producer, seq, episode, t = header
+        self._dirty = True
         deliveries, rejected = self.sequencer.offer(producer, seq, episode, t, (tr, reason))
         if rejected:
             self.diag.reject(rejected, f"producer {producer} seq {seq}")
@@ -231,68 +220,42 @@ class DynamicsFitterNode(Node):
             if item is None:
                 self.diag.reject(why, f"producer {d.producer} seq {d.seq}")
                 continue
-            done, reasons = self.assembler.feed(item)
+            outcome, completed, reasons = self.fit_step.feed(item)
             for r in reasons:
                 self.diag.reject(r, f"producer {d.producer} episode {d.episode} t {item['t']}")
-            if done is not None:
-                self.batch.append(done)
-                changed = True
-                if len(self.batch) >= self.n_per_fit:
-                    fitted |= self.fit()
+            changed |= completed
+            if outcome is not None:
+                fitted |= self.publish(outcome)
         # Every model is saved; pending episodes at most every checkpoint_every_s (they are
         # cheap to lose: the next fit just waits for a few more).
         if fitted or changed and time.monotonic() - self._last_save >= self.checkpoint_every_s:
             self.save()
 
-    def fit(self) -> bool:
-        """M <- fit(B_f); B_f <- empty whatever the outcome (the samples are spent)."""
-        episodes, self.batch = self.batch, []
-        X, U = stack_episodes(episodes)
-        try:
-            self.prior.update(X, U)
-            model = fit_linear_gaussian(
-                X, U, prior=self.prior, reg=self.cfg.model_based.reg, min_episodes=1
-            )
-            joint = None
-            if self.joint_prior is not None:
-                joint = fit_joint_space(
-                    self.task, X, U, self.joint_prior, self.cfg.model_based.reg, min_episodes=1
-                )
-        except (DynamicsFitError, ValueError, np.linalg.LinAlgError) as exc:
-            key = type(exc).__name__
-            self.fit_failures[key] += 1
+    def publish(self, outcome: FitOutcome) -> bool:
+        """A successful fit goes out latched with the next version; a failed one is logged."""
+        if not outcome.ok:
             self.get_logger().error(
-                f"fit failed ({key}: {exc}); keeping model version {self.version}"
+                f"fit failed ({outcome.error}); keeping model version {self.version}"
             )
             return False
         self.version += 1
-        arrays = model.to_arrays()
+        arrays = outcome.observed.to_arrays()
         arrays["version"] = float(self.version)
-        arrays.update(sample_statistics(episodes))
-        if joint is not None:
-            add_joint_arrays(arrays, joint)
+        arrays.update(outcome.stats.to_arrays())
+        if outcome.joint is not None:
+            add_joint_arrays(arrays, outcome.joint)
         self._model_pub.publish(pack_arrays(arrays))
         self.last_arrays = arrays
-        self.last_rmse = one_step_rmse(model, X, U)
+        X = np.stack([e.obs for e in outcome.episodes])
+        U = np.stack([e.actions for e in outcome.episodes])
+        self.last_rmse = one_step_rmse(outcome.observed, X, U)
         publish_scalar(self._fits_pub, self.version)
         publish_scalar(self._rmse_pub, self.last_rmse)
         self.get_logger().info(
-            f"model v{self.version} from {len(episodes)} episodes "
-            f"(one-step RMSE {self.last_rmse:.2e}, prior over {self.prior.n_episodes})"
+            f"model v{self.version} from {len(outcome.episodes)} episodes (one-step RMSE "
+            f"{self.last_rmse:.2e}, prior over {self.fit_step.fitter.prior.n_episodes})"
         )
         return True
-
-
-def sample_statistics(episodes: list[Episode]) -> dict[str, np.ndarray]:
-    """What the explorer needs of the fitted episodes besides the model itself."""
-    U = np.stack([e.actions for e in episodes])
-    return {
-        "sample_returns": np.array([e.ret for e in episodes]),
-        "sample_controllers": np.array([float(np.mean(e.controllers)) for e in episodes]),
-        "sample_x_mean": np.stack([e.obs for e in episodes]).mean(axis=0),
-        "sample_u_mean": U.mean(axis=0),
-        "sample_u_var": U.var(axis=0),
-    }
 
 
 def main(args: list[str] | None = None) -> None:

@@ -32,14 +32,12 @@ one closed per checkpoint. ``bag.warm_start`` bags fill R before a fresh start.
 
 from __future__ import annotations
 
-import math
 import os
 import queue
 import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,13 +46,13 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.node import Node
 from std_msgs.msg import Float32MultiArray, Float64, Float64MultiArray
 
-from naf_ros.config import Config, ConfigError
+from naf_ros.config import ConfigError
 from naf_ros.core.dynamics import LinearGaussianDynamics
-from naf_ros.core.episodes import GAP, RESTART, StateBuffer
-from naf_ros.core.imagination import imagine
-from naf_ros.core.joint_dynamics import JointSpaceDynamics, joint_model_from_arrays
-from naf_ros.core.naf import NAFAgent
-from naf_ros.core.replay import ReplayBuffer, storable
+from naf_ros.core.episodes import GAP, RESTART
+from naf_ros.core.joint_dynamics import joint_model_from_arrays
+from naf_ros.core.learner import Learner
+from naf_ros.core.model_fit import fit_state_kind
+from naf_ros.core.replay import storable
 from naf_ros.envs.configured import episode_steps, reacher_task
 from naf_ros.ros import qos
 from naf_ros.ros.codec import CodecError, pack_arrays, unpack_arrays
@@ -86,220 +84,38 @@ def fits_replay(tr: dict) -> bool:
     return storable(tr["obs"], tr["action"], tr["next_obs"], tr["reward"])
 
 
-# --- learning state (no ROS) ------------------------------------------------------------------
-@dataclass
-class Counters:
-    transitions: int = 0
-    episodes: int = 0
-    rejected_replay: int = 0
-    imagined: int = 0
-    rollouts: int = 0
-    models: int = 0
-    extra: dict = field(default_factory=dict)
+class Accounts:
+    """Per producer: the last sequence number accounted for and its episode.
 
-
-class Learner:
-    """Everything Algorithms 1/2 keep between real transitions, owned by one thread.
-
-    ``observe`` adds one real transition (and triggers imagination every m of them),
-    ``learn`` does one round of I updates from R plus I·l from R_f, ``set_model`` swaps
-    in a new model and takes B_old <- B_f.
+    Written by the worker thread, read by the executor thread (progress messages), hence the
+    lock; a checkpoint holds the same numbers as the learning state it was saved with.
     """
 
-    def __init__(
-        self, cfg: Config, obs_dim: int, act_dim: int, horizon: int, reward, task=None
-    ) -> None:
-        self.cfg = cfg
-        self.obs_dim, self.act_dim, self.horizon = obs_dim, act_dim, horizon
-        self.reward = reward
-        self.task = task  # rebuilds a checkpointed joint-space model
-        mb = cfg.model_based
-        self.rng = np.random.default_rng(cfg.train.seed)
-        self.agent = NAFAgent(obs_dim, act_dim, cfg.agent, seed=cfg.train.seed)
-        self.replay = ReplayBuffer(obs_dim, act_dim, cfg.agent.replay_capacity)
-        self.fictional = ReplayBuffer(obs_dim, act_dim, mb.imagination_capacity)
-        self.states_f = StateBuffer(obs_dim, mb.episodes_per_fit * horizon)
-        self.states_old = StateBuffer(obs_dim, mb.episodes_per_fit * horizon)
-        self.model: LinearGaussianDynamics | JointSpaceDynamics | None = None
-        self.model_version = -1
-        self.processed: dict[int, int] = {}  # producer -> last seq accounted for
-        self.last_episode: dict[int, int] = {}  # producer -> episode of that transition
-        self._account_lock = threading.Lock()  # processed is read from the executor thread
-        self.counters = Counters()
-        self._loss_lock = threading.Lock()
-        self._loss_sum, self._loss_n = 0.0, 0
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.processed: dict[int, int] = {}
+        self.last_episode: dict[int, int] = {}
 
-    # --- Algorithm 2 plumbing -----------------------------------------------------------------
-    @property
-    def imagination_updates(self) -> int:
-        """I·l (or the configured override): updates from R_f per real transition."""
-        mb = self.cfg.model_based
-        if mb.imagination_updates_per_step is not None:
-            return mb.imagination_updates_per_step
-        return self.cfg.agent.updates_per_step * mb.rollout_length
-
-    @property
-    def imagination_active(self) -> bool:
-        mb = self.cfg.model_based
-        if not mb.enabled or self.model is None:
-            return False
-        return mb.imagination_off_after is None or self.counters.episodes < mb.imagination_off_after
-
-    def set_model(self, model: LinearGaussianDynamics | JointSpaceDynamics, version: int) -> None:
-        """M <- new model; B_old <- B_f (the states the model was fitted around)."""
-        self.model, self.model_version = model, int(version)
-        if len(self.states_f):
-            self.states_old = self.states_f.snapshot()
-        self.counters.models += 1
-
-    def rollout_imagination(self) -> int:
-        """Sample starts from B_old, roll mu through M for l steps, store them in R_f."""
-        mb = self.cfg.model_based
-        source = self.states_old if len(self.states_old) else self.states_f
-        if self.model is None or not len(source):
-            return 0
-        x0, t0 = source.sample(mb.rollout_batch, self.rng)
-        batch = imagine(
-            self.model,
-            self.agent.mu_batch,
-            self.reward,
-            x0,
-            t0,
-            mb.rollout_length,
-            self.model.horizon,
-            self.cfg.exploration.scale,
-            self.rng,
-        )
-        if not len(batch["reward"]):
-            return 0
-        # An imagined rollout's end is a truncation, not a terminal: targets bootstrap. A
-        # model fitted on wild (finite) data can roll out beyond float32: R_f drops those rows.
-        added = self.fictional.add_batch(
-            batch["obs"],
-            batch["action"],
-            batch["reward"],
-            batch["next_obs"],
-            np.zeros(len(batch["reward"])),
-            batch["step"],
-        )
-        self.counters.imagined += added
-        self.counters.rollouts += 1
-        return added
-
-    # --- real data and updates ----------------------------------------------------------------
     def account(self, producer: int, seq: int, episode: int) -> None:
-        with self._account_lock:
+        with self._lock:
             self.processed[producer] = seq
             self.last_episode[producer] = episode
 
-    def accounted(self) -> tuple[dict[int, int], dict[int, int]]:
-        """Consistent copies of (processed, last_episode), from any thread."""
-        with self._account_lock:
+    def copies(self) -> tuple[dict[int, int], dict[int, int]]:
+        with self._lock:
             return dict(self.processed), dict(self.last_episode)
 
-    def observe(self, tr: dict) -> None:
-        """Store one real transition in R and B_f; imagine every m transitions."""
-        ok = self.replay.add(
-            tr["obs"], tr["action"], tr["reward"], tr["next_obs"], tr["terminal"], tr["t"]
-        )
-        if not ok:
-            self.counters.rejected_replay += 1
-        self.states_f.add(tr["obs"], tr["t"])
-        self.counters.transitions += 1
-        if tr["terminal"] or tr["truncated"]:
-            self.counters.episodes += 1
-        m = self.cfg.model_based.rollout_every
-        if self.imagination_active and self.counters.transitions % m == 0:
-            self.rollout_imagination()
-
-    @property
-    def warm(self) -> bool:
-        a = self.cfg.agent
-        return len(self.replay) >= max(a.batch_size, a.warmup_steps)
-
-    def learn(self) -> int:
-        """One real step's worth of updates: I·l from R_f (if imagining) and I from R."""
-        if not self.warm:
-            return 0
-        a = self.cfg.agent
-        before = self.agent.updates
-        if self.imagination_active and len(self.fictional) >= a.batch_size:
-            for _ in range(self.imagination_updates):
-                self._record(self.agent.update(self.fictional.sample(a.batch_size, self.rng)))
-        for _ in range(a.updates_per_step):
-            self._record(self.agent.update(self.replay.sample(a.batch_size, self.rng)))
-        return self.agent.updates - before
-
-    def _record(self, loss: float) -> None:
-        if math.isfinite(loss):
-            with self._loss_lock:
-                self._loss_sum += loss
-                self._loss_n += 1
-
-    def take_mean_loss(self) -> float | None:
-        """Mean Q loss since the last call (None if no update happened)."""
-        with self._loss_lock:
-            s, n = self._loss_sum, self._loss_n
-            self._loss_sum, self._loss_n = 0.0, 0
-        return s / n if n else None
-
-    # --- persistence --------------------------------------------------------------------------
-    def payload(self) -> dict:
-        return {
-            "kind": CHECKPOINT_KIND,
-            "dims": [self.obs_dim, self.act_dim],
-            "hidden": list(self.cfg.agent.hidden),
-            "agent": self.agent.state_dict(),
-            "replay": self.replay.state_dict(),
-            "fictional": self.fictional.state_dict(),
-            "states_f": self.states_f.state_dict(),
-            "states_old": self.states_old.state_dict(),
-            "model": None if self.model is None else self.model.to_arrays(),
-            "model_version": self.model_version,
-            "processed": dict(self.processed),
-            "last_episode": dict(self.last_episode),
-            "counters": self.counters.__dict__.copy(),
-            "rng": self.rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
-            "config": self.cfg.to_dict(),
-        }
-
-    def restore(self, payload: dict) -> None:
-        """Load a checkpoint payload; raises ValueError/KeyError/RuntimeError if it does not fit."""
-        if payload.get("kind") != CHECKPOINT_KIND:
-            raise ValueError(f"not a learner checkpoint (kind {payload.get('kind')!r})")
-        if list(payload["dims"]) != [self.obs_dim, self.act_dim]:
-            raise ValueError(f"dims {payload['dims']} != {[self.obs_dim, self.act_dim]}")
-        if list(payload["hidden"]) != list(self.cfg.agent.hidden):
-            raise ValueError(f"agent.hidden {payload['hidden']} != {self.cfg.agent.hidden}")
-        self.agent.load_state_dict(payload["agent"])
-        self.replay.load_state_dict(payload["replay"])
-        self.fictional.load_state_dict(payload["fictional"])
-        self.states_f.load_state_dict(payload["states_f"])
-        self.states_old.load_state_dict(payload["states_old"])
-        if payload["model"] is not None:
-            if "angle_ref" in payload["model"]:
-                self.model = JointSpaceDynamics.from_arrays(payload["model"], self.task)
-            else:
-                self.model = LinearGaussianDynamics.from_arrays(payload["model"])
-        self.model_version = int(payload["model_version"])
-        self.processed = {int(k): int(v) for k, v in payload["processed"].items()}
-        self.last_episode = {int(k): int(v) for k, v in payload.get("last_episode", {}).items()}
-        self.counters = Counters(**payload["counters"])
-        self.rng.bit_generator.state = payload["rng"]
-        torch.set_rng_state(payload["torch_rng"])
-
-
-def model_state(model) -> str:
-    """What the imagination model steps: 'joint' (q, q̇), 'observation', or 'none' yet."""
-    if model is None:
-        return "none"
-    return "joint" if isinstance(model, JointSpaceDynamics) else "observation"
+    def load(self, processed: dict, last_episode: dict) -> None:
+        with self._lock:
+            self.processed = {int(k): int(v) for k, v in processed.items()}
+            self.last_episode = {int(k): int(v) for k, v in last_episode.items()}
 
 
 # --- the node ---------------------------------------------------------------------------------
 class LearnerNode(Node):
-    """Thin ROS adapter around :class:`Learner`: queue in, weights/progress/metrics out."""
+    """Thin ROS adapter around :class:`~naf_ros.core.learner.Learner`: transitions and
+    models in (ordered by the sequencer, queued for the worker thread), weights, progress and
+    metrics out."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__("learner", **kwargs)
@@ -327,6 +143,7 @@ class LearnerNode(Node):
         self.horizon = episode_steps(self.cfg.env)
         self.run_dir = run_dir
         self.learner = self._new_learner()
+        self.accounts = Accounts()
         self.checkpoint = CheckpointFile(run_dir / CHECKPOINT_NAME, self.get_logger().error)
         self.resumed = False
         self.learner_id = float(int.from_bytes(os.urandom(6), "big"))  # exact as a double
@@ -334,7 +151,7 @@ class LearnerNode(Node):
         if resume:
             self._resume()
         self.sequencer = Sequencer(gap_timeout, max_held)
-        processed, last_episode = self.learner.accounted()
+        processed, last_episode = self.accounts.copies()
         for producer, last in processed.items():
             self.sequencer.resume(producer, last, last_episode.get(producer))
         extra = self.learner.counters.extra
@@ -390,6 +207,16 @@ class LearnerNode(Node):
     def _new_learner(self) -> Learner:
         return Learner(self.cfg, self.obs_dim, self.act_dim, self.horizon, self.reward, self.task)
 
+    def payload(self) -> dict:
+        processed, last_episode = self.accounts.copies()
+        return {
+            "kind": CHECKPOINT_KIND,
+            "learner": self.learner.state_dict(),
+            "processed": processed,
+            "last_episode": last_episode,
+            "config": self.cfg.to_dict(),
+        }
+
     # --- lifecycle of the worker --------------------------------------------------------------
     def start(self) -> None:
         self._worker = threading.Thread(target=self._run_worker, name="learner", daemon=True)
@@ -416,9 +243,12 @@ class LearnerNode(Node):
     # --- checkpoints --------------------------------------------------------------------------
     def _resume(self) -> None:
         def apply(payload: dict) -> None:
+            if payload.get("kind") != CHECKPOINT_KIND:
+                raise ValueError(f"not a learner checkpoint (kind {payload.get('kind')!r})")
             fresh = self._new_learner()
-            fresh.restore(payload)
+            fresh.load_state_dict(payload["learner"])
             self.learner = fresh
+            self.accounts.load(payload["processed"], payload.get("last_episode", {}))
 
         if self.checkpoint.load(apply) is None:
             return
@@ -452,7 +282,7 @@ class LearnerNode(Node):
         self.learner.counters.extra.update(
             gaps=tracker.gaps, lost=tracker.lost, restarts=tracker.restarts
         )
-        payload = self.learner.payload()
+        payload = self.payload()
         ok = self.checkpoint.save(payload)
         if not ok:
             self.get_logger().error(
@@ -572,7 +402,7 @@ class LearnerNode(Node):
             imagination_rollouts=c.rollouts,
             imagination_active=L.imagination_active,
             model_version=L.model_version,
-            model_state=model_state(L.model),
+            model_state=fit_state_kind(L.model),
             weights_published=self.weights_published,
             checkpoints_saved=self.checkpoint.saves,
             resumed=self.resumed,
@@ -640,7 +470,7 @@ class LearnerNode(Node):
                 return False  # the latched copy of the model we already have
             self.learner.set_model(model, version)
             self.get_logger().info(
-                f"model v{version} (T={model.horizon}, {model_state(model)} state); imagination "
+                f"model v{version} (T={model.horizon}, {fit_state_kind(model)} state); imagination "
                 f"{'on' if self.learner.imagination_active else 'off'}"
             )
             return False
@@ -648,16 +478,16 @@ class LearnerNode(Node):
         if status == RESTART:
             self._durable[producer] = -1  # a new sequence: none of it is in a checkpoint yet
         if tr is not None:
-            self.learner.observe(tr)
+            self.learner.add(tr, producer)
             if learn:
                 self.learner.learn()
             if self.bag is not None:
                 self.bag.write("transition", msg, self.bag.stamp())
-        self.learner.account(producer, seq, episode)
+        self.accounts.account(producer, seq, episode)
         return True
 
     def publish_progress(self) -> None:
-        processed, last_episode = self.learner.accounted()
+        processed, last_episode = self.accounts.copies()
         producers = sorted(processed)
         periodic = self.checkpoint_every_s > 0
         # Without periodic checkpoints nothing becomes more durable than trained on.
