@@ -81,11 +81,22 @@ class ModelBasedConfig:
     imagination_updates_per_step: int | None = field(default=None, metadata=NONNEG_INT)
     imagination_capacity: int = field(default=100_000, metadata=POS_INT)
     imagination_off_after: int | None = field(default=None, metadata=NONNEG_INT)
+    # How imagined actions explore: 'gaussian' adds i.i.d. N(0, exploration.scale^2) per step
+    # (the benchmarks' setting); 'exploration' runs the configured exploration.kind in each
+    # rollout (OU correlated along it, precision N(0, c P(x)^-1), none).
+    imagination_noise: str = field(default="gaussian", metadata=_choice("gaussian", "exploration"))
+    # R_f keeps the rollouts of the last k models (None: until the ring overwrites them);
+    # a rollout of an old model describes dynamics the arm may no longer be near.
+    imagination_model_age: int | None = field(default=None, metadata=POS_INT)
     ilqg_probability: float = field(default=0.0, metadata=UNIT)
     ilqg_mode: str = field(default="trajectory", metadata=_choice("trajectory", "mpc"))
     mpc_horizon: int = field(default=10, metadata=POS_INT)
     kl_step: float = field(default=1.0, metadata=POS)
     prior_episodes: int = field(default=20, metadata=POS_INT)
+    # The dynamics prior: one Gaussian over (x, u, x') pooled across steps ('pooled'), or over
+    # each step's deviations from its own mean ('per_step_centred': only the covariance's
+    # shape is shared, so a trajectory sweeping the state space does not inflate it).
+    prior: str = field(default="pooled", metadata=_choice("pooled", "per_step_centred"))
     reg: float = field(default=1e-6, metadata=NONNEG)
 
 

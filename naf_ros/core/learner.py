@@ -28,7 +28,7 @@ import torch
 
 from naf_ros.config import Config
 from naf_ros.core.dynamics import LinearGaussianDynamics
-from naf_ros.core.imagination import imagine
+from naf_ros.core.imagination import RolloutNoise, imagine
 from naf_ros.core.joint_dynamics import JointSpaceDynamics
 from naf_ros.core.model_fit import model_from_arrays
 from naf_ros.core.naf import NAFAgent
@@ -80,6 +80,7 @@ class Learner:
         self._episode_index = 0  # episodes completed before the latest transition
         self.model: Any = None
         self.model_version = -1
+        self._fictional_marks: deque[int] = deque()  # R_f's added count when each model came
         self.counters = LearnerCounters()
         self._loss_lock = threading.Lock()
         self._loss_sum, self._loss_n = 0.0, 0
@@ -113,10 +114,21 @@ class Learner:
     def set_model(self, model: Any, version: int) -> None:
         """M <- new model; B_old <- B_f (the states the model was fitted around)."""
         self.model, self.model_version = model, int(version)
+        self._age_fictional()
         if self.B_f:
             self.B_old = list(self.B_f)
             self.B_f.clear()
         self.counters.models += 1
+
+    def _age_fictional(self) -> None:
+        """Keep in R_f only the rollouts of the last ``imagination_model_age`` models."""
+        age = self.cfg.model_based.imagination_model_age
+        if age is None:
+            return
+        self._fictional_marks.append(self.fictional.added)
+        while len(self._fictional_marks) > age:
+            self._fictional_marks.popleft()
+        self.fictional.keep_latest(self.fictional.added - self._fictional_marks[0])
 
     # --- real data ------------------------------------------------------------------------------
     def add(self, tr: dict, producer: int = 0) -> bool:
@@ -173,17 +185,17 @@ class Learner:
             if isinstance(self.model, (LinearGaussianDynamics, JointSpaceDynamics))
             else None
         )
+        ex = self.cfg.exploration
+        noise: float | RolloutNoise = ex.scale
+        if mb.imagination_noise == "exploration":
+            noise = RolloutNoise(
+                ex.kind, len(x0), self.act_dim, ex.scale, ex.ou_theta, self.rng,
+                lower=self.agent.lower_batch,
+            )  # fmt: skip
         batch = imagine(
-            self.model,
-            self.agent.mu_batch,
-            self.reward,
-            x0,
-            t,
-            mb.rollout_length,
-            horizon,
-            self.cfg.exploration.scale,
-            self.rng,
-        )
+            self.model, self.agent.mu_batch, self.reward, x0, t, mb.rollout_length, horizon,
+            noise, self.rng,
+        )  # fmt: skip
         if not len(batch["reward"]):
             return 0
         # An imagined rollout's end is a truncation, not a terminal: targets bootstrap. A
@@ -239,6 +251,7 @@ class Learner:
             "B_old": list(self.B_old),
             "open": {int(k): list(v) for k, v in self._open.items()},
             "episode_index": self._episode_index,
+            "fictional_marks": list(self._fictional_marks),
             "model": self.model.to_arrays() if linear else None,
             "model_version": self.model_version,
             "counters": self.counters.__dict__.copy(),
@@ -262,6 +275,7 @@ class Learner:
         self.B_old = [np.asarray(s) for s in state["B_old"]]
         self._open = {int(k): list(v) for k, v in state["open"].items()}
         self._episode_index = int(state["episode_index"])
+        self._fictional_marks = deque(int(v) for v in state["fictional_marks"])
         if state["model"] is not None:
             self.model = model_from_arrays(state["model"], self.task)
         self.model_version = int(state["model_version"])

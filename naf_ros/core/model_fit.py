@@ -119,8 +119,14 @@ class ModelFitter:
     ) -> None:
         mb = cfg.model_based
         self.kind, self.reg, self.seed = mb.model, mb.reg, cfg.train.seed
+        # per_step_centred: the prior shares only the covariance's shape (mean weight 0).
+        centred = {"center_per_step": True, "mean_strength": 0.0}
+        self._prior_kwargs = centred if mb.prior == "per_step_centred" else {}
         self.prior = DynamicsPrior(
-            n_components=prior_components, max_episodes=mb.prior_episodes, seed=self.seed
+            n_components=prior_components,
+            max_episodes=mb.prior_episodes,
+            seed=self.seed,
+            **self._prior_kwargs,
         )
         joint = mb.model == "linear" and mb.linear_state == "joint"
         if joint and not hasattr(task, "joint_state_from_observation"):
@@ -129,7 +135,9 @@ class ModelFitter:
                 f"joint states; {cfg.env.id!r} has none (use 'observation')"
             )
         self.joint_prior = (
-            DynamicsPrior(max_episodes=mb.prior_episodes, seed=self.seed) if joint else None
+            DynamicsPrior(max_episodes=mb.prior_episodes, seed=self.seed, **self._prior_kwargs)
+            if joint
+            else None
         )
         self.task = task
         self.nn_model = None

@@ -60,6 +60,15 @@ class NAFAgent:
         self.net.train(was_training)
         return mu.numpy().astype(np.float64)
 
+    @torch.no_grad()
+    def lower_batch(self, obs: np.ndarray) -> np.ndarray:
+        """L(x) for a batch of states (precision exploration of imagined rollouts)."""
+        was_training = self.net.training
+        self.net.eval()
+        _, _, lower = self.net.value_mu_l(torch.as_tensor(np.asarray(obs, np.float32)))
+        self.net.train(was_training)
+        return lower.numpy().astype(np.float64)
+
     def act(self, obs: np.ndarray, noise=None) -> np.ndarray:
         """mu(x) (+ noise), clipped to [-1, 1]; deterministic when ``noise`` is None."""
         mu, lower = self.mu_and_lower(obs)

@@ -90,6 +90,17 @@ class ReplayBuffer:
         self.added += len(idx)
         return len(idx)
 
+    def keep_latest(self, n: int) -> None:
+        """Forget all but the ``n`` most recently added rows (oldest first afterwards)."""
+        n = max(0, min(int(n), self.size))
+        if n == self.size:
+            return
+        order = (np.arange(self.size - n, self.size) + (self.cursor - self.size)) % self.capacity
+        for name in FIELDS:
+            arr = getattr(self, name)
+            arr[:n] = arr[order]
+        self.size, self.cursor = n, n % self.capacity
+
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         idx = rng.integers(0, self.size, size=batch_size)
         return {name: getattr(self, name)[idx] for name in FIELDS}
