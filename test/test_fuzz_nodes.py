@@ -105,7 +105,7 @@ from support.ros import PYTHON, REPO, RosTestNode, allocate_domain, ros_env, wai
 from naf_ros.config import AgentConfig
 from naf_ros.core.checkpoint import load_checkpoint
 from naf_ros.core.dynamics import LinearGaussianDynamics
-from naf_ros.core.ilqg import LinearGaussianController
+from naf_ros.core.lin_gauss_policy import LinearGaussianController
 from naf_ros.core.naf import NAFAgent
 from naf_ros.envs.task import ArmModel
 from naf_ros.ros import qos

@@ -22,14 +22,15 @@ from naf_ros.config import Config, ConfigError
 from naf_ros.core.dynamics import (
     DynamicsFitError,
     DynamicsPrior,
-    GlobalNNDynamics,
     LinearGaussianDynamics,
     fit_linear_gaussian,
 )
 from naf_ros.core.envs import episode_limit
-from naf_ros.core.ilqg import ILQGOptimizer, LinearGaussianController
+from naf_ros.core.ilqg import ILQGOptimizer
 from naf_ros.core.joint_dynamics import JointSpaceDynamics, fit_joint_space
+from naf_ros.core.lin_gauss_policy import LinearGaussianController
 from naf_ros.core.mpc import MPCController
+from naf_ros.core.nn_dynamics import GlobalNNDynamics
 from naf_ros.core.replay import ReplayBuffer
 
 

@@ -29,10 +29,11 @@ from std_msgs.msg import Float64, Float64MultiArray
 from naf_ros.core.dynamics import LinearGaussianDynamics
 from naf_ros.core.ilqg import (
     ILQGOptimizer,
-    LinearGaussianController,
     expected_return,
     ilqg_step,
+    trajectory_distribution,
 )
+from naf_ros.core.lin_gauss_policy import LinearGaussianController
 from naf_ros.envs.configured import reacher_task
 from naf_ros.ros import qos
 from naf_ros.ros.codec import CodecError, pack_arrays, unpack_arrays
@@ -269,7 +270,7 @@ class ILQGExplorerNode(Node):
         self.save()
         kl = float(info.get("kl", float("nan")))
         publish_scalar(self._kl_pub, kl)
-        ret = expected_return(self.task.reward_derivatives, model.trajectory_distribution(ctrl))
+        ret = expected_return(self.task.reward_derivatives, trajectory_distribution(model, ctrl))
         publish_scalar(self._ret_pub, ret)
         eps = self.optimizer.kl_step * model.horizon
         eta = float(info.get("eta", float("nan")))
