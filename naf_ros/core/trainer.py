@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -23,6 +24,13 @@ from naf_ros.core.metrics import MetricsLog, episodes_to_within, plot_curves
 from naf_ros.core.naf import NAFAgent
 from naf_ros.core.noise import make_noise
 from naf_ros.core.replay import ReplayBuffer
+
+
+class TransitionRecorder(Protocol):
+    """Where :meth:`Trainer.train` copies every transition (``naf_ros.bag.writer.BagRecorder``
+    is one). The trainer only writes; whoever made the recorder closes it."""
+
+    def write_transition(self, fields: Mapping[str, Any], stamp_ns: int) -> Any: ...
 
 
 @dataclass
@@ -72,13 +80,8 @@ class Trainer:
         self.run_dir = Path(run_dir or cfg.train.run_dir)
         self.metrics: MetricsLog | None = None
         self._env_seeded = False
-        self.recorder = None
+        self.recorder: TransitionRecorder | None = None
         self._seq = 0
-        if cfg.bag.warm_start:
-            from naf_ros.bag import warm_start_replay
-
-            n = warm_start_replay(self.replay, cfg.bag.warm_start)
-            self.log(f"warm start: {n} transitions from {len(cfg.bag.warm_start)} bag(s)")
 
     # --- episodes ----------------------------------------------------------------------------
     def run_episode(self) -> dict:
@@ -232,7 +235,8 @@ class Trainer:
             self.accelerator.load_state_dict(payload["accelerator"])
 
     # --- the whole run --------------------------------------------------------------------------
-    def train(self, resume: bool = False) -> dict:
+    def train(self, resume: bool = False, recorder: TransitionRecorder | None = None) -> dict:
+        """Episodes until ``train.episodes``; every transition also goes to ``recorder``."""
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -247,10 +251,7 @@ class Trainer:
             except CheckpointError as exc:
                 self.log(f"warning: {exc}; starting fresh")
         self.metrics = MetricsLog(self.run_dir / "metrics.csv")
-        if cfg.bag.record:
-            from naf_ros.bag import BagRecorder
-
-            self.recorder = BagRecorder(self.run_dir / cfg.bag.record)
+        self.recorder = recorder
         t_start = time.perf_counter()
         eval_return = eval_tip = float("nan")
         while self.counters.episodes < cfg.train.episodes:
@@ -280,8 +281,7 @@ class Trainer:
             if cfg.train.progress:
                 self.log(self._progress_line(row, evaluated) + self._imagination_note())
         self.save()
-        if self.recorder is not None:
-            self.recorder.close()
+        self.recorder = None
         return self.finish(time.perf_counter() - t_start)
 
     def _imagination_note(self) -> str:
