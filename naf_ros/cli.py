@@ -7,19 +7,36 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import ExitStack
 
 from naf_ros.config import ConfigError, load_config
 
 
 def _train(args: argparse.Namespace) -> int:
+    """In-process training; the bag side (``bag.warm_start``, ``bag.record``) is wired here,
+    so the trainer itself knows nothing of rosbag2."""
     cfg = load_config(args.config, args.set)
     if args.run_dir:
         cfg.train.run_dir = args.run_dir
+    from naf_ros.bag.format import BagError
+    from naf_ros.bag.reader import warm_start_replay
+    from naf_ros.bag.writer import BagRecorder
     from naf_ros.core.trainer import Trainer
 
-    trainer = Trainer(cfg)
-    print(f"training NAF on {cfg.env.id} -> {trainer.run_dir}", flush=True)
-    summary = trainer.train(resume=args.resume)
+    trainer = Trainer(cfg)  # makes the environments: a config error stops here, nothing written
+    try:
+        if cfg.bag.warm_start:
+            n = warm_start_replay(trainer.replay, cfg.bag.warm_start)
+            print(f"warm start: {n} transitions from {len(cfg.bag.warm_start)} bag(s)", flush=True)
+        with ExitStack() as stack:  # the bag is closed (readable) even if training fails
+            recorder = None
+            if cfg.bag.record:
+                recorder = stack.enter_context(BagRecorder(trainer.run_dir / cfg.bag.record))
+            print(f"training NAF on {cfg.env.id} -> {trainer.run_dir}", flush=True)
+            summary = trainer.train(resume=args.resume, recorder=recorder)
+    except BagError as exc:
+        print(f"naf-ros: {exc}", file=sys.stderr)
+        return 2
     print(
         f"done: {summary['episodes']} episodes, {summary['env_steps']} steps, "
         f"best eval return {summary['best_eval_return']}, final tip distance "
@@ -36,7 +53,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _train_offline(args: argparse.Namespace) -> int:
-    from naf_ros.bag import main as offline_main
+    from naf_ros.bag.offline import main as offline_main
 
     return offline_main(args.offline_args)
 
@@ -81,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 PASS_THROUGH = {
     "launch": ("naf_ros.bringup.launcher", "launch_args"),
     "bench": ("naf_ros.bench.main", "bench_args"),
-    "train-offline": ("naf_ros.bag", "offline_args"),
+    "train-offline": ("naf_ros.bag.offline", "offline_args"),
 }
 
 

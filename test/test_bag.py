@@ -16,19 +16,18 @@ import pytest
 import yaml
 
 import naf_ros.envs  # noqa: F401  (registers the reacher)
-from naf_ros.bag import (
+from naf_ros.bag.format import (
     ARRAY_TYPE,
     JOINT_STATES_TOPIC,
     TARGET_TOPIC,
     TRANSITIONS_TOPIC,
     BagError,
-    BagRecorder,
-    main,
-    read_transitions,
-    train_offline,
-    warm_start_replay,
 )
+from naf_ros.bag.offline import main
+from naf_ros.bag.reader import read_transitions, replay_from_bags, warm_start_replay
+from naf_ros.bag.writer import BagRecorder
 from naf_ros.config import config_from_dict
+from naf_ros.core.offline import train_offline
 from naf_ros.core.replay import ReplayBuffer
 from naf_ros.envs import REACHER_FIXED_ID
 from naf_ros.ros.codec import encode_transition
@@ -344,8 +343,10 @@ def test_train_offline_from_bag_only(tmp_path, monkeypatch):
     )
     # No environment may be touched: offline means the bag is the only data source.
     monkeypatch.setattr(gym, "make", lambda *a, **k: pytest.fail("offline training made an env"))
-    summary = train_offline(cfg, [path], updates=400, run_dir=tmp_path / "run")
+    replay, added = replay_from_bags([path], cfg.agent.replay_capacity)
+    summary = train_offline(cfg, replay, updates=400, run_dir=tmp_path / "run")
     monkeypatch.undo()
+    assert added == len(replay) == 300
     assert summary["transitions"] == 300 and summary["updates"] == 400
     assert summary["loss_last"] < 0.5 * summary["loss_first"], summary
     assert json.loads((tmp_path / "run" / "offline_summary.json").read_text())["updates"] == 400
@@ -396,28 +397,32 @@ def test_recording_from_several_threads(tmp_path):
         assert [t["seq"] for t in transitions if t["producer"] == p] == list(range(100))
 
 
-def test_trainer_records_a_bag_and_a_second_run_warm_starts_from_it(tmp_path):
-    """The in-process trainer writes rosbag2 experience that another run can start from."""
-    from naf_ros.config import config_from_dict
-    from naf_ros.core.trainer import Trainer
+def test_train_command_records_a_bag_and_a_second_run_warm_starts_from_it(tmp_path, capsys):
+    """``naf-ros train`` writes rosbag2 experience that another run can start from. The CLI
+    wires the bag to the trainer (which imports nothing of rosbag2)."""
+    from naf_ros.cli import main as cli
+    from naf_ros.core.checkpoint import load_checkpoint
 
-    base = {
-        "env": {"id": "NafRos/Reacher3DOFFixed-v0"},
-        "agent": {"hidden": [16], "warmup_steps": 2000},
-        "train": {"episodes": 2, "eval_every": 2, "eval_episodes": 1, "progress": False},
-    }
-    first = Trainer(
-        config_from_dict({**base, "bag": {"record": "experience"}}),
-        run_dir=tmp_path / "a",
-        log=None,
-    )
-    first.train()
-    records = read_transitions(tmp_path / "a" / "experience", 13, 3)
+    base = [
+        *("-s", "env.id=NafRos/Reacher3DOFFixed-v0", "-s", "agent.hidden=[16]"),
+        *("-s", "agent.warmup_steps=2000", "-s", "train.episodes=2", "-s", "train.eval_every=2"),
+        *("-s", "train.eval_episodes=1", "-s", "train.progress=false"),
+    ]
+    assert cli(["train", "--run-dir", str(tmp_path / "a"), *base, "-s", "bag.record=rec"]) == 0
+    records = read_transitions(tmp_path / "a" / "rec", 13, 3)
     assert [r["seq"] for r in records] == list(range(100))
-    assert np.allclose(np.stack([r["obs"] for r in records]), first.replay.obs[:100])
-    second = Trainer(
-        config_from_dict({**base, "bag": {"warm_start": [str(tmp_path / "a" / "experience")]}}),
-        run_dir=tmp_path / "b",
-        log=None,
-    )
-    assert len(second.replay) == 100
+    replay = load_checkpoint(tmp_path / "a" / "checkpoint.pt")["learner"]["replay"]
+    assert np.allclose(np.stack([r["obs"] for r in records]), replay["obs"][:100])
+    capsys.readouterr()
+    warm = f"bag.warm_start=[{tmp_path / 'a' / 'rec'}]"
+    assert cli(["train", "--run-dir", str(tmp_path / "b"), *base, "-s", warm]) == 0
+    assert "warm start: 100 transitions from 1 bag(s)" in capsys.readouterr().out
+    replay = load_checkpoint(tmp_path / "b" / "checkpoint.pt")["learner"]["replay"]
+    assert len(replay["reward"]) == 200  # the bag's 100, then this run's 100
+    assert np.allclose(replay["obs"][:100], np.stack([r["obs"] for r in records]))  # float32
+    # A bad bag is one line and exit code 2, before anything is written.
+    missing = f"bag.warm_start=[{tmp_path / 'nope'}]"
+    assert cli(["train", "--run-dir", str(tmp_path / "c"), *base, "-s", missing]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("naf-ros: ") and "\n" not in err
+    assert not (tmp_path / "c").exists()

@@ -305,9 +305,9 @@ def test_checkpoint_size_and_save_time_paper_network(tmp_path):
 
 # --- bag segments -----------------------------------------------------------------------------
 def test_segments_rotate_and_unclosed_ones_are_set_aside(tmp_path):
-    from naf_ros.bag import read_transitions
+    from naf_ros.bag.reader import read_transitions
+    from naf_ros.bag.segments import SegmentedBag
     from naf_ros.ros.codec import encode_transition
-    from naf_ros.ros.recording import SegmentedBag
 
     def tr(seq: int):
         return encode_transition(producer=0, seq=seq, episode=0, t=seq, obs=np.zeros(13),
@@ -378,7 +378,7 @@ def make_learner_node(run_dir: Path, **params):
 
 def test_learner_node_falls_back_to_prev_and_skips_a_bad_warm_start_bag(tmp_path):
     """Node level: corrupt newest checkpoint -> .prev; truncated bag -> one line, no data."""
-    from naf_ros.bag import BagRecorder
+    from naf_ros.bag.writer import BagRecorder
     from naf_ros.ros.codec import encode_transition
 
     rng = np.random.default_rng(3)

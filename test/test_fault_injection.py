@@ -339,7 +339,7 @@ def test_sigkill_each_node_in_turn_loses_nothing(tmp_path):
     published = sum(len(r) for r in runs)
     # ... is in the learner's final checkpoint, exactly once, with no gap and nothing lost.
     ckpt = load_checkpoint(tmp_path / "learner_checkpoint.pt")
-    counters = ckpt["counters"]
+    counters = ckpt["learner"]["counters"]
     assert counters["extra"]["gaps"] == 0 and counters["extra"]["lost"] == 0, counters
     assert counters["extra"]["restarts"] == 1, counters
     # The learner holds the first process's whole sequence and the second's up to its last

@@ -105,7 +105,7 @@ from support.ros import PYTHON, REPO, RosTestNode, allocate_domain, ros_env, wai
 from naf_ros.config import AgentConfig
 from naf_ros.core.checkpoint import load_checkpoint
 from naf_ros.core.dynamics import LinearGaussianDynamics
-from naf_ros.core.ilqg import LinearGaussianController
+from naf_ros.core.lin_gauss_policy import LinearGaussianController
 from naf_ros.core.naf import NAFAgent
 from naf_ros.envs.task import ArmModel
 from naf_ros.ros import qos
@@ -1172,7 +1172,7 @@ def test_graph_still_learns_and_replay_stays_finite(graph):
     assert code == 130, g.output
     assert "stopped with" not in g.output and "SIGKILL" not in g.output, g.output
     assert "exited with" not in g.output, g.output
-    ckpt = load_checkpoint(g.run_dir / "learner_checkpoint.pt")
+    ckpt = load_checkpoint(g.run_dir / "learner_checkpoint.pt")["learner"]
     for buf in ("replay", "fictional"):
         for key in ("obs", "action", "reward", "next_obs"):
             arr = np.asarray(ckpt[buf][key])

@@ -10,14 +10,15 @@ import pytest
 from naf_ros.core.dynamics import DynamicsPrior, LinearGaussianDynamics, fit_linear_gaussian
 from naf_ros.core.ilqg import (
     ILQGOptimizer,
-    LinearGaussianController,
     QuuNotPositiveDefinite,
     backward_pass,
     expected_return,
     ilqg_step,
     quadratize_reward,
+    trajectory_distribution,
     trajectory_kl,
 )
+from naf_ros.core.lin_gauss_policy import LinearGaussianController
 
 NX, NU, T = 4, 2, 15
 
@@ -85,7 +86,7 @@ def riccati(p: dict) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarra
 def test_backward_pass_matches_riccati():
     dyn, p = make_system()
     ctrl0 = LinearGaussianController.initial(T, NX, NU, 0.5, low=-1e3, high=1e3)
-    C, c, _, _ = quadratize_reward(quadratic_reward(p), dyn.trajectory_distribution(ctrl0))
+    C, c, _, _ = quadratize_reward(quadratic_reward(p), trajectory_distribution(dyn, ctrl0))
     res = backward_pass(dyn, C, c, cov_scale=2.0)
     Ks, ks, covs = riccati(p)
     for t in range(T):
@@ -103,7 +104,7 @@ def test_backward_pass_with_huge_eta_reproduces_previous_controller():
     """eta -> inf: the KL term dominates and the old controller is the optimum (KL = 0)."""
     dyn, p = make_system()
     prev = random_controller(np.random.default_rng(5))
-    C, c, _, _ = quadratize_reward(quadratic_reward(p), dyn.trajectory_distribution(prev))
+    C, c, _, _ = quadratize_reward(quadratic_reward(p), trajectory_distribution(dyn, prev))
     res = backward_pass(dyn, C, c, prev=prev, eta=1e12)
     K_old, a_old = prev.absolute_gains()
     np.testing.assert_allclose(res.K, K_old, atol=1e-8)
@@ -114,7 +115,7 @@ def test_backward_pass_with_huge_eta_reproduces_previous_controller():
 def test_backward_pass_raises_on_non_convex_cost():
     dyn, p = make_system()
     ctrl0 = LinearGaussianController.initial(T, NX, NU, 0.5)
-    C, c, _, _ = quadratize_reward(quadratic_reward(p, +1.0), dyn.trajectory_distribution(ctrl0))
+    C, c, _, _ = quadratize_reward(quadratic_reward(p, +1.0), trajectory_distribution(dyn, ctrl0))
     with pytest.raises(QuuNotPositiveDefinite):
         backward_pass(dyn, C, c)
 
@@ -159,8 +160,8 @@ def test_eta_search_meets_kl_band(epsilon):
     kl = trajectory_kl(dyn, ctrl, prev)
     assert abs(kl - epsilon) <= 0.1 * epsilon, info
     assert kl == pytest.approx(info["kl"])
-    j_old = expected_return(rd, dyn.trajectory_distribution(prev))
-    j_new = expected_return(rd, dyn.trajectory_distribution(ctrl))
+    j_old = expected_return(rd, trajectory_distribution(dyn, prev))
+    j_new = expected_return(rd, trajectory_distribution(dyn, ctrl))
     assert j_new > j_old
     assert info["n_evals"] <= 15
 
@@ -172,7 +173,7 @@ def test_larger_trust_region_gives_more_improvement():
     gains = []
     for eps in (0.5, 2.0, 10.0):
         ctrl, info = ilqg_step(dyn, prev, rd, eps)
-        gains.append(expected_return(rd, dyn.trajectory_distribution(ctrl)))
+        gains.append(expected_return(rd, trajectory_distribution(dyn, ctrl)))
         assert info["eta"] > 0
     assert gains[0] < gains[1] < gains[2]
 

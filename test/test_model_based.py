@@ -54,7 +54,7 @@ def test_imagination_reproduces_a_known_models_trajectories():
 
     starts = rng.normal(size=(5, nx))
     t0 = np.array([0, 3, 7, 9, 11])
-    out = imagine(model, policy, reward, starts, t0, length=4, horizon=T, noise_scale=0.0, rng=rng)
+    out = imagine(model, policy, reward, starts, t0, length=4, horizon=T, noise=0.0, rng=rng)
     expected = []
     for x, t in zip(starts, t0):
         for k in range(4):

@@ -26,8 +26,8 @@ from support.ros import (
 
 import naf_ros.envs  # noqa: F401  (registers the reacher)
 from naf_ros.core.dynamics import LinearGaussianDynamics
-from naf_ros.core.ilqg import LinearGaussianController
 from naf_ros.core.joint_dynamics import joint_model_from_arrays
+from naf_ros.core.lin_gauss_policy import LinearGaussianController
 from naf_ros.envs.task import ReacherTask
 from naf_ros.ros import qos
 from naf_ros.ros.codec import encode_transition, pack_arrays, unpack_arrays

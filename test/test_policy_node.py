@@ -28,7 +28,7 @@ from support.ros import (
 )
 
 from naf_ros.config import AgentConfig
-from naf_ros.core.ilqg import LinearGaussianController
+from naf_ros.core.lin_gauss_policy import LinearGaussianController
 from naf_ros.core.naf import NAFAgent
 from naf_ros.envs.task import ArmModel, ReacherTask
 from naf_ros.ros import qos

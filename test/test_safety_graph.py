@@ -28,7 +28,7 @@ from std_msgs.msg import Bool, Float64MultiArray
 from support.faults import read_only
 from support.ros import RosTestNode, allocate_domain, spawn_node, wait_until
 
-from naf_ros.core.ilqg import LinearGaussianController
+from naf_ros.core.lin_gauss_policy import LinearGaussianController
 from naf_ros.envs.task import ArmModel, ReacherTask
 from naf_ros.ros import qos
 from naf_ros.ros.codec import decode_transition, pack_arrays, unpack_arrays

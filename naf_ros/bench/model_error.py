@@ -37,9 +37,10 @@ def _rollout(model, agent, task, x0, t0, horizon, seed, noise, T):
 
 def measure(trainer, starts: int = 200, seed: int = 1) -> dict:
     """Errors of each model at the trainer's current state (B_old = its latest n episodes)."""
-    from naf_ros.core.dynamics import DynamicsPrior, GlobalNNDynamics, fit_linear_gaussian
-    from naf_ros.core.imagination import TrueSimModel
+    from naf_ros.core.dynamics import DynamicsPrior, fit_linear_gaussian
     from naf_ros.core.joint_dynamics import fit_joint_space
+    from naf_ros.core.nn_dynamics import GlobalNNDynamics
+    from naf_ros.core.true_model import TrueSimModel
 
     acc, cfg = trainer.accelerator, trainer.cfg
     task = acc.task

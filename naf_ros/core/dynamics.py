@@ -1,35 +1,45 @@
-"""Dynamics models for imagination rollouts and iLQG (paper §5.3; Levine & Abbeel 2014).
+"""Time-varying linear-Gaussian dynamics and their fit (paper §5.3; Levine & Abbeel 2014).
 
-The default model is a time-varying linear-Gaussian one, x_{t+1} ~ N(F_t [x_t; u_t] + f_t, N_t),
-fitted from only a handful of episodes. With n = 5 samples per step and dim(x) + dim(u) well
-above 5 the per-step empirical covariance is singular, so every step is fitted as a
-normal-inverse-Wishart MAP estimate whose prior is a Gaussian (or small GMM) over (x, u, x')
-pooled across time steps and a longer history of episodes. The prior supplies the directions
-the few local samples never excite; the local samples move the estimate where they do.
+The default model is x_{t+1} ~ N(F_t [x_t; u_t] + f_t, N_t), fitted from only a handful of
+episodes. With n = 5 samples per step and dim(x) + dim(u) well above 5 the per-step empirical
+covariance is singular, so every step is fitted as a normal-inverse-Wishart MAP estimate whose
+prior (:class:`DynamicsPrior`) is a Gaussian (or small GMM) over (x, u, x') pooled across time
+steps and a longer history of episodes. The prior supplies the directions the few local
+samples never excite; the local samples move the estimate where they do. (The prior stays in
+this module: checkpoints pickle it by its import path.)
 
-Everything here is plain numpy except :class:`GlobalNNDynamics` (the paper's "-NN" variant).
+This module is the base of the model-based stack: the neural-network model
+(:mod:`naf_ros.core.nn_dynamics`), the joint-space model and iLQG build on it, and it imports
+none of them. Trajectory distributions under a controller live with the optimiser
+(:mod:`naf_ros.core.ilqg`), because only the optimiser needs them. Plain numpy.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from naf_ros.core.ilqg import LinearGaussianController
+from naf_ros.core.linalg import (
+    SingularCovarianceError,
+    check_array,
+    check_psd,
+    condition_gaussian,
+    floor_eig,
+    gauss_logpdf,
+    logsumexp,
+    sym,
+)
 
 __all__ = [
     "DynamicsFitError",
     "DynamicsModel",
     "DynamicsPrior",
-    "GlobalNNDynamics",
     "LinearGaussianDynamics",
-    "TrajectoryDistribution",
-    "condition_gaussian",
     "fit_linear_gaussian",
+    "validate_episodes",
 ]
 
 
@@ -49,102 +59,37 @@ class DynamicsModel(Protocol):
     def predict(self, t: int | np.ndarray, x: np.ndarray, u: np.ndarray) -> np.ndarray: ...
 
 
-# --------------------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------------------
-def _sym(a: np.ndarray) -> np.ndarray:
-    return 0.5 * (a + np.swapaxes(a, -1, -2))
+def validate_episodes(
+    X: np.ndarray, U: np.ndarray, min_episodes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """X (N, T+1, nx) and U (N, T, nu) as float arrays, or :class:`DynamicsFitError`.
 
-
-def _floor_eig(cov: np.ndarray, min_eig: float) -> np.ndarray:
-    """Symmetrise and lift eigenvalues to ``min_eig`` (keeps N_t usable as a covariance)."""
-    w, v = np.linalg.eigh(_sym(cov))
-    w = np.maximum(w, min_eig)
-    return _sym((v * w[..., None, :]) @ np.swapaxes(v, -1, -2))
-
-
-def _check_array(name: str, a: Any, shape: tuple[int, ...]) -> np.ndarray:
-    arr = np.asarray(a, dtype=float)
-    if arr.shape != shape:
-        raise ValueError(f"{name}: expected shape {shape}, got {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name}: contains non-finite values")
-    return arr
-
-
-def _check_psd(name: str, cov: np.ndarray, rtol: float = 1e-8) -> None:
-    if not np.allclose(cov, np.swapaxes(cov, -1, -2), rtol=1e-6, atol=1e-10):
-        raise ValueError(f"{name}: not symmetric")
-    w = np.linalg.eigvalsh(_sym(cov))
-    scale = np.maximum(np.abs(w).max(axis=-1, keepdims=True), 1e-300)
-    if np.any(w < -rtol * scale):
-        raise ValueError(f"{name}: not positive semidefinite (min eigenvalue {w.min():.3g})")
-
-
-def condition_gaussian(
-    mu: np.ndarray, sigma: np.ndarray, n_in: int, reg: float = 0.0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Condition a joint Gaussian over [z; y] on z (the first ``n_in`` entries).
-
-    Returns ``(F, f, cov)`` with y | z ~ N(F z + f, cov). ``reg`` is added to the *diagonal*
-    of the z block (ridge regression); adding it to every entry would only add a rank-one
-    term and leave a singular block singular. Raises :class:`DynamicsFitError` if the
-    regularised block is still not positive definite.
+    Every model that learns from episodes (fit, prior, NN) refuses the same bad input with
+    the same message, so callers handle one error type for all of them.
     """
-    mu = np.asarray(mu, dtype=float)
-    sigma = _sym(np.asarray(sigma, dtype=float))
-    szz = sigma[:n_in, :n_in] + reg * np.eye(n_in)
-    szy = sigma[:n_in, n_in:]
-    syy = sigma[n_in:, n_in:]
     try:
-        chol = np.linalg.cholesky(szz)
-    except np.linalg.LinAlgError as exc:
+        X = np.asarray(X, dtype=float)
+        U = np.asarray(U, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise DynamicsFitError(f"X/U are not numeric arrays: {exc}") from exc
+    if X.ndim != 3 or U.ndim != 3:
         raise DynamicsFitError(
-            "joint covariance of [x; u] is singular; use a prior or a larger reg"
-        ) from exc
-    d = np.diag(chol)
-    if d.min() <= 1e-7 * d.max():  # condition number of szz above ~1e14
-        raise DynamicsFitError(
-            f"joint covariance of [x; u] is near-singular (cond ~ {(d.max() / d.min()) ** 2:.2g});"
-            " use a prior or a larger reg"
+            f"expected X (N, T+1, nx) and U (N, T, nu), got {X.shape} and {U.shape}"
         )
-    tmp = np.linalg.solve(chol, szy)  # L^{-1} Σ_zy
-    F = np.linalg.solve(chol.T, tmp).T  # Σ_yz Σ_zz^{-1}
-    f = mu[n_in:] - F @ mu[:n_in]
-    cov = _sym(syy - tmp.T @ tmp)
-    return F, f, cov
+    if X.shape[0] != U.shape[0] or X.shape[1] != U.shape[1] + 1 or U.shape[1] < 1:
+        raise DynamicsFitError(
+            f"shape mismatch: X {X.shape} needs one more step than U {U.shape}, same N"
+        )
+    if X.shape[0] < min_episodes:
+        raise DynamicsFitError(f"need at least {min_episodes} episodes, got {X.shape[0]}")
+    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(U))):
+        raise DynamicsFitError("X/U contain non-finite values")
+    return X, U
 
 
 # --------------------------------------------------------------------------------------
-# linear-Gaussian dynamics and trajectory distributions
+# the model
 # --------------------------------------------------------------------------------------
-@dataclass
-class TrajectoryDistribution:
-    """Gaussian marginals of [x_t; u_t] (t < T) and of the final state x_T.
-
-    ``mu`` (T, nx+nu), ``sigma`` (T, nx+nu, nx+nu); iLQG expands the reward around ``mu``
-    and the KL uses the state blocks.
-    """
-
-    mu: np.ndarray
-    sigma: np.ndarray
-    x_final_mean: np.ndarray
-    x_final_cov: np.ndarray
-    nx: int
-
-    @property
-    def state_mean(self) -> np.ndarray:
-        return self.mu[:, : self.nx]
-
-    @property
-    def action_mean(self) -> np.ndarray:
-        return self.mu[:, self.nx :]
-
-    @property
-    def state_cov(self) -> np.ndarray:
-        return self.sigma[:, : self.nx, : self.nx]
-
-
 @dataclass
 class LinearGaussianDynamics:
     """x_{t+1} ~ N(F_t [x_t; u_t] + f_t, N_t), x_0 ~ N(x0_mean, x0_cov), t = 0..T-1."""
@@ -161,13 +106,13 @@ class LinearGaussianDynamics:
         if self.F.ndim != 3 or self.F.shape[2] <= self.F.shape[1]:
             raise ValueError(f"F: expected shape (T, nx, nx+nu) with nu > 0, got {self.F.shape}")
         T, nx = self.F.shape[:2]
-        self.F = _check_array("F", self.F, self.F.shape)
-        self.f = _check_array("f", self.f, (T, nx))
-        self.N = _check_array("N", self.N, (T, nx, nx))
-        self.x0_mean = _check_array("x0_mean", self.x0_mean, (nx,))
-        self.x0_cov = _check_array("x0_cov", self.x0_cov, (nx, nx))
-        _check_psd("N", self.N)
-        _check_psd("x0_cov", self.x0_cov)
+        self.F = check_array("F", self.F, self.F.shape)
+        self.f = check_array("f", self.f, (T, nx))
+        self.N = check_array("N", self.N, (T, nx, nx))
+        self.x0_mean = check_array("x0_mean", self.x0_mean, (nx,))
+        self.x0_cov = check_array("x0_cov", self.x0_cov, (nx, nx))
+        check_psd("N", self.N)
+        check_psd("x0_cov", self.x0_cov)
 
     @property
     def horizon(self) -> int:
@@ -212,48 +157,6 @@ class LinearGaussianDynamics:
             return mean + z @ self._chol_N[ti].T
         return mean + np.einsum("...ij,...j->...i", self._chol_N[ti], z)
 
-    def propagate(
-        self,
-        K: np.ndarray,
-        a: np.ndarray,
-        cov: np.ndarray,
-        low: np.ndarray | None = None,
-        high: np.ndarray | None = None,
-    ) -> tuple[TrajectoryDistribution, np.ndarray]:
-        """Forward pass of u_t ~ N(K_t x_t + a_t, cov_t) through the model (full covariances).
-
-        If ``low``/``high`` are given, the *mean* action on the predicted mean trajectory is
-        clipped by shifting a_t, so the nominal plan respects the action limits. Returns the
-        distribution and the (possibly shifted) offsets a_t.
-        """
-        T, nx, nu = self.horizon, self.nx, self.nu
-        a = np.array(a, dtype=float, copy=True)
-        mu = np.empty((T, nx + nu))
-        sigma = np.empty((T, nx + nu, nx + nu))
-        mx, sx = self.x0_mean.copy(), self.x0_cov.copy()
-        for t in range(T):
-            mu_u = K[t] @ mx + a[t]
-            if low is not None or high is not None:
-                clipped = np.clip(mu_u, low, high)
-                a[t] += clipped - mu_u
-                mu_u = clipped
-            ksx = K[t] @ sx
-            mu[t, :nx], mu[t, nx:] = mx, mu_u
-            sigma[t, :nx, :nx] = sx
-            sigma[t, nx:, :nx] = ksx
-            sigma[t, :nx, nx:] = ksx.T
-            sigma[t, nx:, nx:] = _sym(ksx @ K[t].T + cov[t])
-            mx = self.F[t] @ mu[t] + self.f[t]
-            sx = _sym(self.F[t] @ sigma[t] @ self.F[t].T + self.N[t])
-        return TrajectoryDistribution(mu, sigma, mx, sx, nx), a
-
-    def trajectory_distribution(
-        self, controller: LinearGaussianController
-    ) -> TrajectoryDistribution:
-        """State/action marginals of the linear-Gaussian trajectory under ``controller``."""
-        K, a = controller.absolute_gains()
-        return self.propagate(K, a, controller.cov)[0]
-
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Plain arrays for ROS messages and checkpoints."""
         return {
@@ -280,20 +183,8 @@ class LinearGaussianDynamics:
 
 
 # --------------------------------------------------------------------------------------
-# prior
+# prior and fit
 # --------------------------------------------------------------------------------------
-def _gauss_logpdf(pts: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    chol = np.linalg.cholesky(sigma)
-    z = np.linalg.solve(chol, (pts - mu).T)
-    logdet = 2.0 * np.log(np.diag(chol)).sum()
-    return -0.5 * ((z * z).sum(0) + logdet + mu.size * np.log(2.0 * np.pi))
-
-
-def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
-    m = a.max(axis=axis, keepdims=True)
-    return (m + np.log(np.exp(a - m).sum(axis=axis, keepdims=True))).squeeze(axis)
-
-
 class DynamicsPrior:
     """Prior over joint [x_t; u_t; x_{t+1}] from data pooled over time steps and episodes.
 
@@ -336,7 +227,7 @@ class DynamicsPrior:
 
     def update(self, X: np.ndarray, U: np.ndarray) -> None:
         """Add episodes (X (N, T+1, nx), U (N, T, nu)) to the bounded history and refit."""
-        X, U = _validate_xu(X, U, min_episodes=1)
+        X, U = validate_episodes(X, U, min_episodes=1)
         pts = np.concatenate([X[:, :-1], U, X[:, 1:]], axis=-1)  # (N, T, D)
         if self._episodes and self._episodes[0].shape[-1] != pts.shape[-1]:
             raise DynamicsFitError("DynamicsPrior.update: dimension differs from stored history")
@@ -359,7 +250,7 @@ class DynamicsPrior:
         jitter = 1e-6 * np.maximum(var, 1e-6 * max(var.mean(), 1e-12)) + 1e-12
         k = min(self.n_components, max(1, M // (2 * (D + 1))))
         mean = data.mean(axis=0)
-        cov = _sym(np.cov(data, rowvar=False, bias=True).reshape(D, D)) + np.diag(jitter)
+        cov = sym(np.cov(data, rowvar=False, bias=True).reshape(D, D)) + np.diag(jitter)
         if k == 1:
             self.weights, self.means, self.covs = np.ones(1), mean[None], cov[None]
             return
@@ -388,10 +279,10 @@ class DynamicsPrior:
             covs = np.empty((k, D, D))
             for j in range(k):
                 dc = data - mus[j]
-                covs[j] = _sym((resp[:, j, None] * dc).T @ dc / nk[j]) + np.diag(jitter)
-            logp = np.stack([_gauss_logpdf(data, mus[j], covs[j]) for j in range(k)], 1)
+                covs[j] = sym((resp[:, j, None] * dc).T @ dc / nk[j]) + np.diag(jitter)
+            logp = np.stack([gauss_logpdf(data, mus[j], covs[j]) for j in range(k)], 1)
             logp += np.log(w)
-            lz = _logsumexp(logp, axis=1)
+            lz = logsumexp(logp, axis=1)
             resp = np.exp(logp - lz[:, None])
             ll = lz.mean()
             if ll - prev_ll < 1e-6 * max(1.0, abs(ll)):
@@ -419,41 +310,17 @@ class DynamicsPrior:
             mu0, sigma0 = self.means[0], self.covs[0]
         else:
             logp = np.stack(
-                [_gauss_logpdf(pts, self.means[j], self.covs[j]) for j in range(len(self.weights))],
+                [gauss_logpdf(pts, self.means[j], self.covs[j]) for j in range(len(self.weights))],
                 axis=1,
             ) + np.log(self.weights)
-            resp = np.exp(logp - _logsumexp(logp, axis=1)[:, None])
+            resp = np.exp(logp - logsumexp(logp, axis=1)[:, None])
             w = resp.mean(0)
             mu0 = w @ self.means
             dm = self.means - mu0
             sigma0 = np.einsum("k,kij->ij", w, self.covs) + (w[:, None] * dm).T @ dm
         if self.center_per_step:  # the prior carries no information about the step's mean
-            return pts.mean(axis=0) * 0.0, self.strength * _sym(sigma0), 0.0, self.strength
-        return mu0, self.strength * _sym(sigma0), self.mean_strength, self.strength
-
-
-# --------------------------------------------------------------------------------------
-# fitting
-# --------------------------------------------------------------------------------------
-def _validate_xu(X: np.ndarray, U: np.ndarray, min_episodes: int) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        X = np.asarray(X, dtype=float)
-        U = np.asarray(U, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise DynamicsFitError(f"X/U are not numeric arrays: {exc}") from exc
-    if X.ndim != 3 or U.ndim != 3:
-        raise DynamicsFitError(
-            f"expected X (N, T+1, nx) and U (N, T, nu), got {X.shape} and {U.shape}"
-        )
-    if X.shape[0] != U.shape[0] or X.shape[1] != U.shape[1] + 1 or U.shape[1] < 1:
-        raise DynamicsFitError(
-            f"shape mismatch: X {X.shape} needs one more step than U {U.shape}, same N"
-        )
-    if X.shape[0] < min_episodes:
-        raise DynamicsFitError(f"need at least {min_episodes} episodes, got {X.shape[0]}")
-    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(U))):
-        raise DynamicsFitError("X/U contain non-finite values")
-    return X, U
+            return pts.mean(axis=0) * 0.0, self.strength * sym(sigma0), 0.0, self.strength
+        return mu0, self.strength * sym(sigma0), self.mean_strength, self.strength
 
 
 def fit_linear_gaussian(
@@ -475,7 +342,7 @@ def fit_linear_gaussian(
     The prior is *not* updated here: call ``prior.update(X, U)`` when the episodes should
     also join the pooled history. Raises :class:`DynamicsFitError`, never returns NaN.
     """
-    X, U = _validate_xu(X, U, min_episodes=max(1, min_episodes))
+    X, U = validate_episodes(X, U, min_episodes=max(1, min_episodes))
     if reg < 0 or min_noise_var <= 0 or min_x0_var <= 0:
         raise ValueError("reg must be >= 0 and variance floors > 0")
     n, T, nu = U.shape
@@ -495,144 +362,15 @@ def fit_linear_gaussian(
             sigma = (phi + n * emp + (n * m / (n + m)) * np.outer(dm, dm)) / (n + n0)
         else:
             sigma = emp
-        Ft, ft, Nt = condition_gaussian(mun, sigma, nxu, reg=reg)
-        F[t], f[t], Ncov[t] = Ft, ft, _floor_eig(Nt, min_noise_var)
+        try:
+            Ft, ft, Nt = condition_gaussian(mun, sigma, nxu, reg=reg)
+        except SingularCovarianceError as exc:
+            raise DynamicsFitError(
+                f"joint covariance of [x; u] is {exc.detail}; use a prior or a larger reg"
+            ) from exc
+        F[t], f[t], Ncov[t] = Ft, ft, floor_eig(Nt, min_noise_var)
     x0 = X[:, 0]
-    x0_cov = _floor_eig(np.atleast_2d(np.cov(x0, rowvar=False, bias=True)), min_x0_var)
+    x0_cov = floor_eig(np.atleast_2d(np.cov(x0, rowvar=False, bias=True)), min_x0_var)
     if not all(np.all(np.isfinite(a)) for a in (F, f, Ncov, x0_cov)):
         raise DynamicsFitError("fit produced non-finite parameters (degenerate data)")
     return LinearGaussianDynamics(F=F, f=f, N=Ncov, x0_mean=x0.mean(axis=0), x0_cov=x0_cov)
-
-
-# --------------------------------------------------------------------------------------
-# global neural-network model ("-NN" variant)
-# --------------------------------------------------------------------------------------
-class GlobalNNDynamics:
-    """MLP predicting x_{t+1} - x_t from [x_t, u_t], trained on all data (time-invariant).
-
-    Inputs and targets are standardised with statistics of the data seen so far; ``sample``
-    adds diagonal Gaussian noise with the training residual variance. Torch's thread
-    settings are left alone; weights are initialised under a forked RNG so the global torch
-    seed is not disturbed.
-    """
-
-    def __init__(
-        self,
-        nx: int,
-        nu: int,
-        hidden: tuple[int, ...] = (128, 128),
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        max_transitions: int = 200_000,
-        seed: int = 0,
-    ) -> None:
-        import torch
-
-        self.nx, self.nu = int(nx), int(nu)
-        self._torch = torch
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            layers: list[torch.nn.Module] = []
-            d = self.nx + self.nu
-            for h in hidden:
-                layers += [torch.nn.Linear(d, h), torch.nn.ReLU()]
-                d = h
-            layers.append(torch.nn.Linear(d, self.nx))
-            self.net = torch.nn.Sequential(*layers).double()
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=lr, weight_decay=weight_decay)
-        self._rng = np.random.default_rng(seed)
-        self._inputs: deque[np.ndarray] = deque()
-        self._targets: deque[np.ndarray] = deque()
-        self.max_transitions = int(max_transitions)
-        self.in_mean = np.zeros(self.nx + self.nu)
-        self.in_std = np.ones(self.nx + self.nu)
-        self.out_mean = np.zeros(self.nx)
-        self.out_std = np.ones(self.nx)
-        self.residual_var = np.full(self.nx, 1e-6)
-        self.trained = False
-
-    def add_data(self, X: np.ndarray, U: np.ndarray) -> None:
-        """Append episodes X (N, T+1, nx), U (N, T, nu) to the bounded transition buffer."""
-        X, U = _validate_xu(X, U, min_episodes=1)
-        if X.shape[2] != self.nx or U.shape[2] != self.nu:
-            raise DynamicsFitError("GlobalNNDynamics.add_data: state/action dimension mismatch")
-        inp = np.concatenate([X[:, :-1], U], axis=-1).reshape(-1, self.nx + self.nu)
-        tgt = (X[:, 1:] - X[:, :-1]).reshape(-1, self.nx)
-        self._inputs.append(inp)
-        self._targets.append(tgt)
-        while sum(len(a) for a in self._inputs) > self.max_transitions and len(self._inputs) > 1:
-            self._inputs.popleft()
-            self._targets.popleft()
-
-    def fit(
-        self,
-        X: np.ndarray | None = None,
-        U: np.ndarray | None = None,
-        n_steps: int = 500,
-        batch_size: int = 256,
-    ) -> float:
-        """Optionally add episodes, then take ``n_steps`` Adam steps; returns the final MSE."""
-        torch = self._torch
-        if X is not None and U is not None:
-            self.add_data(X, U)
-        if not self._inputs:
-            raise DynamicsFitError("GlobalNNDynamics.fit: no data")
-        inp = np.concatenate(list(self._inputs))
-        tgt = np.concatenate(list(self._targets))
-        self.in_mean, self.in_std = inp.mean(0), inp.std(0) + 1e-6
-        self.out_mean, self.out_std = tgt.mean(0), tgt.std(0) + 1e-8
-        xi = torch.as_tensor((inp - self.in_mean) / self.in_std)
-        yo = torch.as_tensor((tgt - self.out_mean) / self.out_std)
-        m = len(xi)
-        loss = torch.zeros(())
-        for _ in range(n_steps):
-            idx = torch.as_tensor(self._rng.integers(0, m, size=min(batch_size, m)))
-            loss = ((self.net(xi[idx]) - yo[idx]) ** 2).mean()
-            self.opt.zero_grad()
-            loss.backward()
-            self.opt.step()
-        with torch.no_grad():
-            res = (self.net(xi) - yo).numpy() * self.out_std
-        self.residual_var = np.maximum(res.var(0), 1e-12)
-        self.trained = True
-        return float(loss.detach())
-
-    def predict(self, t: int | np.ndarray, x: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """Mean next state (``t`` ignored: the model is time-invariant)."""
-        torch = self._torch
-        x = np.asarray(x, dtype=float)
-        xu = np.concatenate([x, np.asarray(u, dtype=float)], axis=-1)
-        with torch.no_grad():
-            out = self.net(torch.as_tensor((xu - self.in_mean) / self.in_std)).numpy()
-        return x + out * self.out_std + self.out_mean
-
-    def sample(
-        self, t: int | np.ndarray, x: np.ndarray, u: np.ndarray, rng: np.random.Generator
-    ) -> np.ndarray:
-        mean = self.predict(t, x, u)
-        return mean + rng.standard_normal(mean.shape) * np.sqrt(self.residual_var)
-
-    def linearize(
-        self, x_traj: np.ndarray, u_traj: np.ndarray, x0_cov: np.ndarray | None = None
-    ) -> LinearGaussianDynamics:
-        """Jacobians along a nominal (x_0..x_T, u_0..u_{T-1}) -> a model iLQG can use."""
-        torch = self._torch
-        x_traj = np.asarray(x_traj, dtype=float)
-        u_traj = np.asarray(u_traj, dtype=float)
-        T = u_traj.shape[0]
-        xu = torch.as_tensor(np.concatenate([x_traj[:T], u_traj], axis=-1))
-        in_mean = torch.as_tensor(self.in_mean)
-        in_std = torch.as_tensor(self.in_std)
-        out_std = torch.as_tensor(self.out_std)
-        out_mean = torch.as_tensor(self.out_mean)
-
-        def step(z: Any) -> Any:
-            return z[: self.nx] + self.net((z - in_mean) / in_std) * out_std + out_mean
-
-        F = np.stack([torch.autograd.functional.jacobian(step, xu[t]).numpy() for t in range(T)])
-        with torch.no_grad():
-            nxt = torch.stack([step(xu[t]) for t in range(T)]).numpy()
-        f = nxt - np.einsum("tij,tj->ti", F, xu.numpy())
-        N = np.broadcast_to(np.diag(self.residual_var), (T, self.nx, self.nx)).copy()
-        cov0 = np.diag(np.full(self.nx, 1e-6)) if x0_cov is None else x0_cov
-        return LinearGaussianDynamics(F=F, f=f, N=N, x0_mean=x_traj[0].copy(), x0_cov=cov0)

@@ -14,23 +14,27 @@ controller keeps the paper's form u = u_hat + k + K (x - x_hat).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from naf_ros.core.dynamics import LinearGaussianDynamics, TrajectoryDistribution
+from naf_ros.core.dynamics import LinearGaussianDynamics
+from naf_ros.core.lin_gauss_policy import LinearGaussianController
+from naf_ros.core.linalg import chol_inv, floor_eig, sym
 
 __all__ = [
     "ILQGOptimizer",
-    "LinearGaussianController",
     "QuuNotPositiveDefinite",
     "RewardDerivatives",
+    "TrajectoryDistribution",
     "backward_pass",
     "expected_return",
     "ilqg_step",
     "per_step_kl",
+    "propagate",
     "quadratize_reward",
+    "trajectory_distribution",
     "trajectory_kl",
 ]
 
@@ -46,157 +50,78 @@ class QuuNotPositiveDefinite(np.linalg.LinAlgError):
         self.t = t
 
 
-def _sym(a: np.ndarray) -> np.ndarray:
-    return 0.5 * (a + np.swapaxes(a, -1, -2))
-
-
-def _chol_inv(chol: np.ndarray) -> np.ndarray:
-    """Inverse of L L^T from its Cholesky factor (batched)."""
-    eye = np.broadcast_to(np.eye(chol.shape[-1]), chol.shape)
-    linv = np.linalg.solve(chol, eye)
-    return _sym(np.swapaxes(linv, -1, -2) @ linv)
-
-
 # --------------------------------------------------------------------------------------
-# controller
+# trajectory distributions under a controller
 # --------------------------------------------------------------------------------------
 @dataclass
-class LinearGaussianController:
-    """u_t ~ N(u_hat_t + k_t + K_t (x - x_hat_t), cov_t), sampled actions clipped to bounds."""
+class TrajectoryDistribution:
+    """Gaussian marginals of [x_t; u_t] (t < T) and of the final state x_T.
 
-    K: np.ndarray
-    k: np.ndarray
-    x_hat: np.ndarray
-    u_hat: np.ndarray
-    cov: np.ndarray
-    low: np.ndarray | float = -1.0
-    high: np.ndarray | float = 1.0
-    chol: np.ndarray = field(init=False, repr=False, compare=False)
+    ``mu`` (T, nx+nu), ``sigma`` (T, nx+nu, nx+nu); iLQG expands the reward around ``mu``
+    and the KL uses the state blocks.
+    """
 
-    def __post_init__(self) -> None:
-        K = np.asarray(self.K, dtype=float)
-        if K.ndim != 3:
-            raise ValueError(f"K: expected shape (T, nu, nx), got {K.shape}")
-        T, nu, nx = K.shape
-        arrays = {
-            "K": (K, (T, nu, nx)),
-            "k": (self.k, (T, nu)),
-            "x_hat": (self.x_hat, (T, nx)),
-            "u_hat": (self.u_hat, (T, nu)),
-            "cov": (self.cov, (T, nu, nu)),
-        }
-        for name, (val, shape) in arrays.items():
-            arr = np.asarray(val, dtype=float)
-            if arr.shape != shape:
-                raise ValueError(f"{name}: expected shape {shape}, got {arr.shape}")
-            if not np.all(np.isfinite(arr)):
-                raise ValueError(f"{name}: contains non-finite values")
-            setattr(self, name, arr)
-        self.low = np.broadcast_to(np.asarray(self.low, dtype=float), (nu,)).copy()
-        self.high = np.broadcast_to(np.asarray(self.high, dtype=float), (nu,)).copy()
-        if (
-            np.any(np.isnan(self.low))
-            or np.any(np.isnan(self.high))
-            or np.any(self.low > self.high)
-        ):
-            raise ValueError("action bounds: need low <= high and no NaN")
-        if not np.allclose(self.cov, np.swapaxes(self.cov, -1, -2), rtol=1e-6, atol=1e-12):
-            raise ValueError("cov: not symmetric")
-        self.cov = _sym(self.cov)
-        try:
-            self.chol = np.linalg.cholesky(self.cov)
-        except np.linalg.LinAlgError as exc:
-            raise ValueError("cov: not positive definite") from exc
-
-    @classmethod
-    def initial(
-        cls,
-        T: int,
-        nx: int,
-        nu: int,
-        init_var: float,
-        x_hat: np.ndarray | None = None,
-        u_hat: np.ndarray | float = 0.0,
-        low: np.ndarray | float = -1.0,
-        high: np.ndarray | float = 1.0,
-    ) -> LinearGaussianController:
-        """Zero-gain exploration controller u ~ N(u_hat, init_var I) (first iLQG iteration)."""
-        if init_var <= 0:
-            raise ValueError("init_var must be > 0")
-        xh = np.zeros((T, nx)) if x_hat is None else np.broadcast_to(x_hat, (T, nx))
-        return cls(
-            K=np.zeros((T, nu, nx)),
-            k=np.zeros((T, nu)),
-            x_hat=np.array(xh, dtype=float),
-            u_hat=np.array(np.broadcast_to(u_hat, (T, nu)), dtype=float),
-            cov=np.broadcast_to(init_var * np.eye(nu), (T, nu, nu)).copy(),
-            low=low,
-            high=high,
-        )
+    mu: np.ndarray
+    sigma: np.ndarray
+    x_final_mean: np.ndarray
+    x_final_cov: np.ndarray
+    nx: int
 
     @property
-    def horizon(self) -> int:
-        return self.K.shape[0]
+    def state_mean(self) -> np.ndarray:
+        return self.mu[:, : self.nx]
 
     @property
-    def nx(self) -> int:
-        return self.K.shape[2]
+    def action_mean(self) -> np.ndarray:
+        return self.mu[:, self.nx :]
 
     @property
-    def nu(self) -> int:
-        return self.K.shape[1]
+    def state_cov(self) -> np.ndarray:
+        return self.sigma[:, : self.nx, : self.nx]
 
-    def absolute_gains(self) -> tuple[np.ndarray, np.ndarray]:
-        """(K, a) with mean action K_t x + a_t, the form the LQR algebra uses."""
-        a = self.u_hat + self.k - np.einsum("tij,tj->ti", self.K, self.x_hat)
-        return self.K, a
 
-    def mean_action(self, t: int, x: np.ndarray) -> np.ndarray:
-        """Unclipped Gaussian mean for x (nx,) or a batch (B, nx)."""
-        x = np.asarray(x, dtype=float)
-        return self.u_hat[t] + self.k[t] + (x - self.x_hat[t]) @ self.K[t].T
+def propagate(
+    dynamics: LinearGaussianDynamics,
+    K: np.ndarray,
+    a: np.ndarray,
+    cov: np.ndarray,
+    low: np.ndarray | None = None,
+    high: np.ndarray | None = None,
+) -> tuple[TrajectoryDistribution, np.ndarray]:
+    """Forward pass of u_t ~ N(K_t x_t + a_t, cov_t) through ``dynamics`` (full covariances).
 
-    def act(
-        self, t: int, x: np.ndarray, rng: np.random.Generator | None = None, noise: bool = True
-    ) -> np.ndarray:
-        """Sample (or take the mean), then clip to [low, high]; never returns NaN."""
-        mean = self.mean_action(t, x)
-        if noise:
-            if rng is None:
-                raise ValueError("act(noise=True) needs an rng")
-            mean = mean + rng.standard_normal(mean.shape) @ self.chol[t].T
-        mean = np.where(np.isfinite(mean), mean, 0.0)
-        return np.clip(mean, self.low, self.high)
+    If ``low``/``high`` are given, the *mean* action on the predicted mean trajectory is
+    clipped by shifting a_t, so the nominal plan respects the action limits. Returns the
+    distribution and the (possibly shifted) offsets a_t.
+    """
+    T, nx, nu = dynamics.horizon, dynamics.nx, dynamics.nu
+    a = np.array(a, dtype=float, copy=True)
+    mu = np.empty((T, nx + nu))
+    sigma = np.empty((T, nx + nu, nx + nu))
+    mx, sx = dynamics.x0_mean.copy(), dynamics.x0_cov.copy()
+    for t in range(T):
+        mu_u = K[t] @ mx + a[t]
+        if low is not None or high is not None:
+            clipped = np.clip(mu_u, low, high)
+            a[t] += clipped - mu_u
+            mu_u = clipped
+        ksx = K[t] @ sx
+        mu[t, :nx], mu[t, nx:] = mx, mu_u
+        sigma[t, :nx, :nx] = sx
+        sigma[t, nx:, :nx] = ksx
+        sigma[t, :nx, nx:] = ksx.T
+        sigma[t, nx:, nx:] = sym(ksx @ K[t].T + cov[t])
+        mx = dynamics.F[t] @ mu[t] + dynamics.f[t]
+        sx = sym(dynamics.F[t] @ sigma[t] @ dynamics.F[t].T + dynamics.N[t])
+    return TrajectoryDistribution(mu, sigma, mx, sx, nx), a
 
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        return {
-            "K": self.K.copy(),
-            "k": self.k.copy(),
-            "x_hat": self.x_hat.copy(),
-            "u_hat": self.u_hat.copy(),
-            "cov": self.cov.copy(),
-            "low": self.low.copy(),
-            "high": self.high.copy(),
-        }
 
-    @classmethod
-    def from_arrays(cls, d: dict[str, Any]) -> LinearGaussianController:
-        """Rebuild from :meth:`to_arrays`; ValueError on missing keys, shapes, NaN, non-PD cov."""
-        missing = [n for n in ("K", "k", "x_hat", "u_hat", "cov") if n not in d]
-        if missing:
-            raise ValueError(f"LinearGaussianController: missing arrays {missing}")
-        return cls(
-            K=d["K"],
-            k=d["k"],
-            x_hat=d["x_hat"],
-            u_hat=d["u_hat"],
-            cov=d["cov"],
-            low=d.get("low", -1.0),
-            high=d.get("high", 1.0),
-        )
-
-    def copy(self) -> LinearGaussianController:
-        return LinearGaussianController.from_arrays(self.to_arrays())
+def trajectory_distribution(
+    dynamics: LinearGaussianDynamics, controller: LinearGaussianController
+) -> TrajectoryDistribution:
+    """State/action marginals of the linear-Gaussian trajectory under ``controller``."""
+    K, a = controller.absolute_gains()
+    return propagate(dynamics, K, a, controller.cov)[0]
 
 
 # --------------------------------------------------------------------------------------
@@ -220,7 +145,7 @@ def quadratize_reward(
         rt, r_x, r_u, r_xx, r_uu, r_ux = reward_derivatives(x, u)
         H = np.block([[np.asarray(r_xx), np.asarray(r_ux).T], [np.asarray(r_ux), np.asarray(r_uu)]])
         g = np.concatenate([np.ravel(r_x), np.ravel(r_u)])
-        C[t] = -_sym(H)
+        C[t] = -sym(H)
         c[t] = -g - C[t] @ traj.mu[t]
         r[t] = rt
     return C, c, r, -C
@@ -259,7 +184,7 @@ def backward_pass(
     c = np.asarray(c, dtype=float)
     if prev is not None and eta is not None:
         Kp, ap = prev.absolute_gains()
-        P = _chol_inv(prev.chol)  # (T, nu, nu) precision of the old controller
+        P = chol_inv(prev.chol)  # (T, nu, nu) precision of the old controller
         PK = P @ Kp
         Pa = np.einsum("tij,tj->ti", P, ap)
         M = np.empty_like(C)
@@ -277,7 +202,7 @@ def backward_pass(
     v = np.zeros(nx)
     for t in range(T - 1, -1, -1):
         Ft, ft = dynamics.F[t], dynamics.f[t]
-        Q = _sym(C[t] + Ft.T @ V @ Ft)
+        Q = sym(C[t] + Ft.T @ V @ Ft)
         q = c[t] + Ft.T @ (V @ ft + v)
         Quu, Qux, qu = Q[nx:, nx:], Q[nx:, :nx], q[nx:]
         try:
@@ -286,11 +211,11 @@ def backward_pass(
             raise QuuNotPositiveDefinite(t) from exc
         if not np.all(np.isfinite(L)):
             raise QuuNotPositiveDefinite(t)
-        Quu_inv = _chol_inv(L)
+        Quu_inv = chol_inv(L)
         Kt = -Quu_inv @ Qux
         at = -Quu_inv @ qu
         Kout[t], aout[t], cov[t] = Kt, at, Quu_inv
-        V = _sym(Q[:nx, :nx] + Q[:nx, nx:] @ Kt)
+        V = sym(Q[:nx, :nx] + Q[:nx, nx:] @ Kt)
         v = q[:nx] + Q[:nx, nx:] @ at
     if prev is None or eta is None:
         cov = cov * cov_scale
@@ -305,11 +230,11 @@ def per_step_kl(
 ) -> np.ndarray:
     """E_{x_t ~ p_new}[KL(new(u|x_t) || old(u|x_t))] for each t (dynamics terms cancel)."""
     if traj_new is None:
-        traj_new = dynamics.trajectory_distribution(ctrl_new)
+        traj_new = trajectory_distribution(dynamics, ctrl_new)
     Kn, an = ctrl_new.absolute_gains()
     Ko, ao = ctrl_old.absolute_gains()
     nu = ctrl_new.nu
-    P = _chol_inv(ctrl_old.chol)
+    P = chol_inv(ctrl_old.chol)
     mx, Sx = traj_new.state_mean, traj_new.state_cov
     dK = Kn - Ko
     delta = np.einsum("tij,tj->ti", dK, mx) + an - ao
@@ -340,10 +265,7 @@ def _controller_from(
     min_action_var: float,
 ) -> LinearGaussianController:
     """Re-express K x + a as u_hat + k + K (x - x_hat) around the predicted mean states."""
-    cov = res.cov
-    if min_action_var > 0:
-        w, V = np.linalg.eigh(cov)
-        cov = (V * np.maximum(w, min_action_var)[:, None, :]) @ np.swapaxes(V, 1, 2)
+    cov = floor_eig(res.cov, min_action_var) if min_action_var > 0 else res.cov
     x_hat = traj.state_mean
     mean_at_xhat = np.einsum("tij,tj->ti", res.K, x_hat) + a
     return LinearGaussianController(
@@ -351,7 +273,7 @@ def _controller_from(
         k=mean_at_xhat - u_ref,
         x_hat=x_hat.copy(),
         u_hat=u_ref.copy(),
-        cov=_sym(cov),
+        cov=sym(cov),
         low=prev.low,
         high=prev.high,
     )
@@ -399,7 +321,7 @@ def ilqg_step(
         "n_evals": 0,
         "constraint_active": True,
     }
-    traj_old = dynamics.trajectory_distribution(prev)
+    traj_old = trajectory_distribution(dynamics, prev)
     C, c, _, _ = quadratize_reward(reward_derivatives, traj_old)
     if not (np.all(np.isfinite(C)) and np.all(np.isfinite(c))):
         info["fallback"] = "non_finite_reward_expansion"
@@ -410,9 +332,9 @@ def ilqg_step(
 
     def evaluate(eta: float) -> tuple[LinearGaussianController, float]:
         res = backward_pass(dynamics, C, c, prev=prev, eta=eta)
-        traj, a = dynamics.propagate(res.K, res.a, res.cov, low, high)
+        traj, a = propagate(dynamics, res.K, res.a, res.cov, low, high)
         ctrl = _controller_from(res, traj, a, u_ref, prev, min_action_var)
-        traj = dynamics.trajectory_distribution(ctrl) if min_action_var > 0 else traj
+        traj = trajectory_distribution(dynamics, ctrl) if min_action_var > 0 else traj
         return ctrl, trajectory_kl(dynamics, ctrl, prev, traj)
 
     lower, upper = (1.0 - kl_tol) * epsilon, (1.0 + kl_tol) * epsilon
@@ -548,9 +470,11 @@ class ILQGOptimizer:
         if info["fallback"] is None:
             self.eta = info["eta"]
             j_old = expected_return(
-                self.reward_derivatives, dynamics.trajectory_distribution(prev_controller)
+                self.reward_derivatives, trajectory_distribution(dynamics, prev_controller)
             )
-            j_new = expected_return(self.reward_derivatives, dynamics.trajectory_distribution(ctrl))
+            j_new = expected_return(
+                self.reward_derivatives, trajectory_distribution(dynamics, ctrl)
+            )
             predicted = j_new - j_old
             self._last = {"predicted": predicted, "mean_return": mean_ret}
         else:

@@ -19,12 +19,8 @@ import numpy as np
 
 from naf_ros.config import ModelBasedConfig
 from naf_ros.core.dynamics import LinearGaussianDynamics
-from naf_ros.core.ilqg import (
-    ILQGOptimizer,
-    LinearGaussianController,
-    expected_return,
-    ilqg_step,
-)
+from naf_ros.core.ilqg import ILQGOptimizer, expected_return, ilqg_step, trajectory_distribution
+from naf_ros.core.lin_gauss_policy import LinearGaussianController
 from naf_ros.core.model_fit import SampleStats
 
 OPTIMIZER_STATE = ("kl_step", "eta", "n_updates", "n_fallbacks", "_last")
@@ -125,7 +121,7 @@ class ILQGExplorer:
         self.controller = ctrl
         if fallback is not None and had_one:
             return ExplorerStep(ctrl, False, info, str(fallback))
-        ret = expected_return(self.task.reward_derivatives, model.trajectory_distribution(ctrl))
+        ret = expected_return(self.task.reward_derivatives, trajectory_distribution(model, ctrl))
         return ExplorerStep(ctrl, True, info, fallback, ret)
 
     def _count(self, reason: str) -> None:

@@ -25,12 +25,12 @@ from naf_ros.config import Config, ConfigError
 from naf_ros.core.dynamics import (
     DynamicsFitError,
     DynamicsPrior,
-    GlobalNNDynamics,
     LinearGaussianDynamics,
     fit_linear_gaussian,
 )
 from naf_ros.core.episodes import Episode, EpisodeAssembler, stack_episodes
 from naf_ros.core.joint_dynamics import JointSpaceDynamics, fit_joint_space
+from naf_ros.core.nn_dynamics import GlobalNNDynamics
 
 FIT_ERRORS = (DynamicsFitError, np.linalg.LinAlgError, ValueError)
 

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from naf_ros.core.ilqg import QuuNotPositiveDefinite, backward_pass, quadratize_reward
+from naf_ros.core.ilqg import (
+    QuuNotPositiveDefinite,
+    backward_pass,
+    propagate,
+    quadratize_reward,
+)
 
 
 class MPCController:
-    """Receding-horizon iLQR; ``act(t, x, rng)`` like a :class:`LinearGaussianController`."""
+    """Receding-horizon iLQR; ``act(t, x, rng)`` like a linear-Gaussian controller's."""
 
     def __init__(
         self,
@@ -51,7 +56,8 @@ class MPCController:
     def _improve(self, x0: np.ndarray, u_nom: np.ndarray) -> np.ndarray:
         x_nom, u_nom, ret_nom = self._rollout(x0, u_nom)
         dyn = self.model.linearize(x_nom, u_nom)
-        traj, _ = dyn.propagate(
+        traj, _ = propagate(
+            dyn,
             np.zeros((len(u_nom), u_nom.shape[1], x0.size)),
             u_nom,
             np.broadcast_to(1e-8 * np.eye(u_nom.shape[1]), (len(u_nom),) + (u_nom.shape[1],) * 2),

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -28,6 +29,13 @@ from naf_ros.core.model_based import ModelBased
 from naf_ros.core.noise import make_noise
 
 
+class TransitionRecorder(Protocol):
+    """Where :meth:`Trainer.train` copies every transition (``naf_ros.bag.writer.BagRecorder``
+    is one). The trainer only writes; whoever made the recorder closes it."""
+
+    def write_transition(self, fields: Mapping[str, Any], stamp_ns: int) -> Any: ...
+
+
 @dataclass
 class Counters:
     episodes: int = 0
@@ -39,6 +47,22 @@ class Counters:
 
 def _finite(*values) -> bool:
     return all(np.isfinite(np.asarray(v, dtype=np.float64)).all() for v in values)
+
+
+def checkpoint_payload(
+    cfg: Config, learner: Learner, counters: Counters, noise: Any, model_based: Any = None
+) -> dict:
+    """The trainer's checkpoint layout (offline training writes it too, so ``--resume``
+    continues online from an offline result)."""
+    payload = {
+        "learner": learner.state_dict(),
+        "counters": counters.__dict__.copy(),
+        "noise_state": np.asarray(noise.state).copy(),
+        "config": cfg.to_dict(),
+    }
+    if model_based is not None:
+        payload["model_based"] = model_based.state_dict()
+    return payload
 
 
 class Trainer:
@@ -84,13 +108,8 @@ class Trainer:
         self.run_dir = Path(run_dir or cfg.train.run_dir)
         self.metrics: MetricsLog | None = None
         self._env_seeded = False
-        self.recorder = None
+        self.recorder: TransitionRecorder | None = None
         self._seq = 0
-        if cfg.bag.warm_start:
-            from naf_ros.bag import warm_start_replay
-
-            n = warm_start_replay(self.replay, cfg.bag.warm_start)
-            self.log(f"warm start: {n} transitions from {len(cfg.bag.warm_start)} bag(s)")
 
     # --- episodes ----------------------------------------------------------------------------
     def run_episode(self) -> dict:
@@ -198,15 +217,9 @@ class Trainer:
 
     # --- persistence ---------------------------------------------------------------------------
     def checkpoint_payload(self) -> dict:
-        payload = {
-            "learner": self.learner.state_dict(),
-            "counters": self.counters.__dict__.copy(),
-            "noise_state": self.noise.state.copy(),
-            "config": self.cfg.to_dict(),
-        }
-        if self.model_based is not None:
-            payload["model_based"] = self.model_based.state_dict()
-        return payload
+        return checkpoint_payload(
+            self.cfg, self.learner, self.counters, self.noise, self.model_based
+        )
 
     def save(self, path: str | Path | None = None) -> int:
         return save_checkpoint(path or self.run_dir / "checkpoint.pt", self.checkpoint_payload())
@@ -223,7 +236,8 @@ class Trainer:
         self.noise.state = np.asarray(payload["noise_state"])
 
     # --- the whole run --------------------------------------------------------------------------
-    def train(self, resume: bool = False) -> dict:
+    def train(self, resume: bool = False, recorder: TransitionRecorder | None = None) -> dict:
+        """Episodes until ``train.episodes``; every transition also goes to ``recorder``."""
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -238,10 +252,7 @@ class Trainer:
             except CheckpointError as exc:
                 self.log(f"warning: {exc}; starting fresh")
         self.metrics = MetricsLog(self.run_dir / "metrics.csv")
-        if cfg.bag.record:
-            from naf_ros.bag import BagRecorder
-
-            self.recorder = BagRecorder(self.run_dir / cfg.bag.record)
+        self.recorder = recorder
         t_start = time.perf_counter()
         eval_return = eval_tip = float("nan")
         while self.counters.episodes < cfg.train.episodes:
@@ -271,8 +282,7 @@ class Trainer:
             if cfg.train.progress:
                 self.log(self._progress_line(row, evaluated) + self._imagination_note())
         self.save()
-        if self.recorder is not None:
-            self.recorder.close()
+        self.recorder = None
         return self.finish(time.perf_counter() - t_start)
 
     def _imagination_note(self) -> str:

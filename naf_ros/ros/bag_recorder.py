@@ -25,13 +25,13 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
+from naf_ros.bag.segments import SegmentedBag
 from naf_ros.config import ConfigError
 from naf_ros.ros import qos
 from naf_ros.ros.diagnostics import Diagnostics
 from naf_ros.ros.messages import stamp_to_ns
 from naf_ros.ros.names import JOINT_STATES_TOPIC, TARGET_TOPIC, commands_topic
 from naf_ros.ros.params import declare, declare_config
-from naf_ros.ros.recording import SegmentedBag
 from naf_ros.ros.runtime import run_node
 
 # Best effort matches any joint_states publisher; deep, so a busy recorder drops nothing.

@@ -46,6 +46,7 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.node import Node
 from std_msgs.msg import Float32MultiArray, Float64, Float64MultiArray
 
+from naf_ros.bag.segments import SegmentedBag
 from naf_ros.config import ConfigError
 from naf_ros.core.dynamics import LinearGaussianDynamics
 from naf_ros.core.episodes import GAP, RESTART
@@ -69,7 +70,6 @@ from naf_ros.ros.names import (
 )
 from naf_ros.ros.params import declare, declare_config
 from naf_ros.ros.persist import CheckpointFile
-from naf_ros.ros.recording import SegmentedBag
 from naf_ros.ros.runtime import run_node
 
 MODES = ("lockstep", "realtime")
@@ -261,7 +261,8 @@ class LearnerNode(Node):
         )
 
     def _warm_start(self) -> None:
-        from naf_ros.bag import BagError, warm_start_replay
+        from naf_ros.bag.format import BagError
+        from naf_ros.bag.reader import warm_start_replay
 
         paths = self.cfg.bag.warm_start
         try:

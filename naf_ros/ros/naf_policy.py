@@ -655,7 +655,7 @@ class NafPolicy(LifecycleNode):
     def _on_controller(self, msg: Float64MultiArray) -> None:
         if not self.configured:
             return
-        from naf_ros.core.ilqg import LinearGaussianController
+        from naf_ros.core.lin_gauss_policy import LinearGaussianController
 
         try:
             arrays = unpack_arrays(msg)
@@ -935,7 +935,7 @@ class NafPolicy(LifecycleNode):
             if ilqg is not None:
                 return ilqg
             if self._safe_controller is None:  # before the first iLQG step: N(0, var I)
-                from naf_ros.core.ilqg import LinearGaussianController
+                from naf_ros.core.lin_gauss_policy import LinearGaussianController
 
                 self._safe_controller = LinearGaussianController.initial(
                     self.T, self.task.obs_dim, self.task.act_dim, self.safe_initial_action_var

@@ -1,7 +1,7 @@
 """Experience recording in the graph: numbered rosbag2 (MCAP) segments per writer.
 
-A rosbag2 bag written by :class:`~naf_ros.bag.BagRecorder` is readable only once closed, and
-a killed process never closes it. So every writer records into numbered segments
+A rosbag2 bag written by :class:`~naf_ros.bag.writer.BagRecorder` is readable only once
+closed, and a killed process never closes it. So every writer records into numbered segments
 ``<folder>/<prefix>_<NNNN>/`` and closes one at points where what it holds is safe: the
 learner after each checkpoint (so the closed segments hold exactly the transitions its
 checkpoints hold; what it trained on after the last one is re-sent to its successor and
@@ -21,6 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from naf_ros.bag.format import DEFAULT_CONTROLLER, BagError
+from naf_ros.bag.writer import BagRecorder
+
+__all__ = ["INCOMPLETE", "SegmentedBag"]
+
 INCOMPLETE = ".incomplete"
 
 
@@ -31,14 +36,14 @@ class SegmentedBag:
         self,
         folder: str | Path,
         prefix: str,
-        controller: str = "effort_controller",
+        controller: str = DEFAULT_CONTROLLER,
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.prefix = prefix
         self.controller = controller
         self._log = log or (lambda _msg: None)
-        self._rec = None
+        self._rec: BagRecorder | None = None
         self._failed = False  # until the next rotation, after a failure
         self._last_stamp = 0
         self.segments_closed = 0
@@ -79,13 +84,11 @@ class SegmentedBag:
         self._failed = True
         self._log(f"recording: {reason}")
 
-    def _recorder(self):
+    def _recorder(self) -> BagRecorder | None:
         if self._rec is not None:
             return self._rec
         if self._failed:
             return None
-        from naf_ros.bag import BagError, BagRecorder
-
         try:
             self._rec = BagRecorder(self.current_path, controller=self.controller)
         except (BagError, OSError) as exc:
