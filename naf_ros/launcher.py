@@ -1,7 +1,7 @@
 """``naf-ros launch``: the node graph of ``launch/reacher_sim.launch.py`` without ROS tooling.
 
 On pip-only machines there is no ``ros2 launch``; this starts the same nodes from the same
-YAML, each in its own OS process (``python -m naf_ros.ros.<node> --ros-args --params-file
+YAML, each in its own OS process (``python -m <module> --ros-args --params-file
 <yaml> ...``), with K namespaced bridge+policy pairs (``arm0``, ``arm1``, ...) and one
 learner, dynamics fitter and iLQG explorer; with ``bag.record`` (or ``--record NAME``) also
 one experience recorder per arm. ``--respawn`` restarts a node that dies (up to
@@ -47,6 +47,15 @@ NODES = (
     "bag_recorder",
 )
 ARM_NODES = ("sim_bridge", "naf_policy", "bag_recorder")
+# Node (and console script) name -> the module whose main() runs it.
+NODE_MODULES = {
+    "sim_bridge": "naf_ros.ros.sim_bridge",
+    "naf_policy": "naf_ros.ros.policy.node",
+    "learner": "naf_ros.ros.learner",
+    "dynamics_fitter": "naf_ros.ros.dynamics_fitter",
+    "ilqg_explorer": "naf_ros.ros.ilqg_explorer",
+    "bag_recorder": "naf_ros.ros.bag_recorder",
+}
 SHARED_KEY = "/**"
 SECTIONS = ("env", "agent", "exploration", "model_based", "train", "safety", "bag")
 METRIC_NAMES = POLICY_METRICS + ("updates_per_s", "q_loss")  # what a progress line shows
@@ -212,7 +221,7 @@ def child_env(domain_id: int | None) -> dict[str, str]:
 
 
 def node_available(node: str) -> bool:
-    return importlib.util.find_spec(f"naf_ros.ros.{node}") is not None
+    return importlib.util.find_spec(NODE_MODULES[node]) is not None
 
 
 def build_children(
@@ -245,7 +254,7 @@ def build_children(
         cmd = [
             sys.executable,
             "-m",
-            f"naf_ros.ros.{node}",
+            NODE_MODULES[node],
             "--ros-args",
             "--params-file",
             str(params_file),

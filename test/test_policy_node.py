@@ -152,7 +152,7 @@ def test_lockstep_episodes_weights_learner_wait_and_bad_input(lease, tmp_path):
     LAG = 2  # the shipped default: acting on step t overlaps learning on steps t - 1, t - 2
     bridge = spawn_node("naf_ros.ros.sim_bridge", domain, tmp_path, {"train.seed": SEED})
     policy = spawn_node(
-        "naf_ros.ros.naf_policy",
+        "naf_ros.ros.policy.node",
         domain,
         tmp_path,
         policy_params(
@@ -306,7 +306,7 @@ def test_realtime_ilqg_latency_and_sigint(lease, tmp_path):
     ctrl_pub.publish(pack_arrays({**ctrl.to_arrays(), "version": 1.0}))
     bridge = spawn_node("naf_ros.ros.sim_bridge", domain, tmp_path, {"mode": "realtime"})
     policy = spawn_node(
-        "naf_ros.ros.naf_policy",
+        "naf_ros.ros.policy.node",
         domain,
         tmp_path,
         policy_params(
@@ -384,7 +384,7 @@ def test_realtime_ilqg_latency_and_sigint(lease, tmp_path):
         assert bridge.stop() == 0, bridge.output()
         probe.close()
     bad = spawn_node(
-        "naf_ros.ros.naf_policy", domain, tmp_path,
+        "naf_ros.ros.policy.node", domain, tmp_path,
         policy_params(mode="realtime", gil_switch_interval_ms=0.0), name="bad_policy",
     )  # fmt: skip
     assert bad.proc.wait(60) == 2, bad.output()
