@@ -322,6 +322,10 @@ def test_realtime_ilqg_latency_and_sigint(lease, tmp_path):
                 "gil_switch_interval_ms": 0.25,
             }
         ),
+        # As `ros2 launch` starts Node(name=...): a process-wide node-name remap, which the
+        # joint-state side node must not take over (two nodes of one name in a process).
+        remaps={"__node": "naf_policy"},
+        name="naf_policy",
     )
     try:
         assert trans.wait_for(3 * T, 60.0), policy.output()
@@ -329,6 +333,8 @@ def test_realtime_ilqg_latency_and_sigint(lease, tmp_path):
             lambda: diagnostic_values(diag, "naf_policy").get("gil_switch_interval_ms") == "0.25",
             10.0,
         ), diagnostic_values(diag, "naf_policy")
+        names = probe.node.get_node_names()
+        assert names.count("naf_policy") == 1 and "naf_policy_state_io" in names, names
 
         # Deactivation leaves zero effort and silence; activation resumes the episodes.
         def change(tid: int) -> bool:
@@ -349,6 +355,8 @@ def test_realtime_ilqg_latency_and_sigint(lease, tmp_path):
         assert policy.alive()
         code = policy.stop()
         assert code == 0, policy.output()
+        log = policy.log_path.read_text(errors="replace")
+        assert "already registered" not in log, log
         time.sleep(0.5)
         n_cmds = len(cmds)
         check_commands(cmds.snapshot())
