@@ -27,7 +27,7 @@ setup(
         "console_scripts": [
             "naf-ros = naf_ros.cli:main",
             "sim_bridge = naf_ros.ros.sim_bridge:main",
-            "naf_policy = naf_ros.ros.naf_policy:main",
+            "naf_policy = naf_ros.ros.policy.node:main",
             "dynamics_fitter = naf_ros.ros.dynamics_fitter:main",
             "ilqg_explorer = naf_ros.ros.ilqg_explorer:main",
             "learner = naf_ros.ros.learner:main",

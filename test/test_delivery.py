@@ -1,4 +1,4 @@
-"""The no-loss machinery without DDS: outbox, in-order sequencer, checkpoint files, segments.
+"""The no-loss machinery without DDS: outbox, producer, sequencer, checkpoint files, segments.
 
 These are the rules the fault-injection test relies on; here each rule is driven directly,
 including the interleavings a real graph only produces by chance. The last test builds the
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from naf_ros.core.delivery import Outbox, Producer, Sequencer
 from naf_ros.core.episodes import GAP, OK, RESTART, TOO_MANY_PRODUCERS, SequenceTracker
-from naf_ros.ros.delivery import Outbox, Sequencer
 from naf_ros.ros.persist import CheckpointFile
 
 
@@ -35,6 +35,83 @@ def test_outbox_keeps_until_acked_and_reports_overflow():
     assert [e.seq for e in box.after(0)] == [5, 6, 7, 8, 9]  # the dropped ones cannot be re-sent
     box.add(0, np.array([0]))  # a new sequence (restarted producer) replaces the old one
     assert len(box) == 1 and box.first_seq == 0
+
+
+# --- producer ---------------------------------------------------------------------------------
+warned: list[str] = []  # what producers logged as warnings
+
+
+def producer_with(n: int, capacity: int = 100, batch: int = 500, timeout: float = 5.0):
+    """A producer that published ``n`` transitions of episode 3 at time 0."""
+    prod = Producer(capacity, resend_timeout=timeout, resend_batch=batch, warn=warned.append)
+    for _ in range(n):
+        prod.add(3, np.zeros(2), now=0.0)
+    return prod
+
+
+def test_producer_numbers_transitions_and_resends_to_a_new_learner():
+    prod = producer_with(10, batch=4)
+    assert prod.seq == 10 and prod.first_episode == 3
+    prod.on_progress(1.0, last_seq=9, durable_seq=4, last_episode=3, now=1.0)
+    assert prod.acked == 9 and prod.durable == 4 and len(prod.outbox) == 5
+    assert prod.due_resend(lambda: True, now=1.2) == []  # all trained on: nothing to send
+    # The learner restarts (new id) from a checkpoint that holds seq 0..4 only.
+    prod.on_progress(2.0, last_seq=4, durable_seq=4, last_episode=3, now=2.0)
+    assert prod.acked == 4 and "restarted at seq 4: re-sending 5" in warned[-1]
+    assert prod.due_resend(lambda: False, now=2.1) == []  # not subscribed yet: postponed
+    first = prod.due_resend(lambda: True, now=2.2)
+    assert [e.seq for e in first] == [5, 6, 7, 8]  # one batch per call
+    assert [e.seq for e in prod.due_resend(lambda: True, now=2.4)] == [9]
+    assert prod.due_resend(lambda: True, now=2.6) == [] and prod.outbox.resent == 5
+    assert all(e.sent >= 2.2 for e in prod.outbox.after(4))
+
+
+def test_producer_resends_after_a_live_learner_stays_silent():
+    prod = producer_with(0, timeout=5.0)
+    prod.on_progress(1.0, last_seq=None, now=0.0)  # the learner is there before we send
+    for _ in range(6):
+        prod.add(3, np.zeros(2), now=0.0)
+    prod.on_progress(1.0, last_seq=2, durable_seq=-1, last_episode=3, now=1.0)
+    prod.on_progress(1.0, last_seq=2, now=4.0)  # alive, but acknowledges nothing new
+    assert prod.due_resend(lambda: True, now=4.5) == []  # not quiet for resend_timeout yet
+    prod.on_progress(1.0, last_seq=2, now=6.5)
+    assert [e.seq for e in prod.due_resend(lambda: True, now=6.5)] == [3, 4, 5]
+    assert "acknowledged nothing after seq 2" in warned[-1]
+    prod.on_progress(1.0, last_seq=2, now=7.0)
+    assert prod.due_resend(lambda: True, now=7.0) == []  # the re-send restarted the wait
+    # A learner that stopped reporting is dead: its successor's new id triggers re-sends.
+    assert prod.due_resend(lambda: True, now=20.0) == []
+
+
+def test_producer_ack_forgets_up_to_durable_and_ignores_a_previous_run():
+    prod = producer_with(8)
+    # An entry about this arm's previous process (older episode) acknowledges nothing.
+    prod.on_progress(1.0, last_seq=50, durable_seq=50, last_episode=2, now=1.0)
+    assert prod.acked == -1 and len(prod.outbox) == 8 and prod.episode_hint == 2
+    prod.on_progress(1.0, last_seq=6, durable_seq=3, last_episode=3, now=2.0)
+    assert prod.outbox.first_seq == 4 and prod.durable == 3 and prod.acked == 6
+    assert prod.unacked()  # seq 7 is not trained on yet
+    prod.on_progress(1.0, last_seq=7, durable_seq=7, last_episode=3, now=3.0)
+    assert len(prod.outbox) == 0 and not prod.unacked()
+    prod.on_progress(1.0, last_seq=5, durable_seq=5, last_episode=3, now=4.0)
+    assert prod.acked == 7, "acknowledgements never go back for the same learner"
+
+
+def test_producer_overflow_is_counted():
+    prod = producer_with(3, capacity=3)
+    assert not prod.add(3, np.zeros(2), now=0.0)
+    assert not prod.add(3, np.zeros(2), now=0.0)
+    assert prod.outbox.overflow == 2 and prod.outbox.first_seq == 2 and prod.seq == 5
+
+
+def test_producer_stale_pacing_clears_on_any_sign_of_life():
+    prod = producer_with(3)
+    prod.stale = True
+    prod.on_progress(None, last_seq=None, now=1.0)  # no heartbeat id, no entry for us
+    assert not prod.stale
+    prod.on_progress(1.0, last_seq=None, now=2.0)  # a learner appeared, holding nothing
+    assert prod.acked == -1 and "appeared at seq -1: re-sending 3" in warned[-1]
+    assert [e.seq for e in prod.due_resend(lambda: True, now=2.0)] == [0, 1, 2]
 
 
 # --- sequencer --------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def test_every_node_is_a_console_script_and_in_the_yaml():
         assert node.get("package") == "naf_ros"
         exe = node["executable"]
         assert isinstance(exe, str) and exe in scripts, f"{exe} is not a console script"
-        assert scripts[exe] == f"naf_ros.ros.{exe}:main"
+        assert scripts[exe] == f"{launcher.NODE_MODULES[exe]}:main"
         assert node.get("name") in blocks, f"node {node.get('name')} has no block in the YAML"
         assert "parameters" in node
 
@@ -158,7 +158,7 @@ def test_launcher_builds_the_same_graph(tmp_path):
     clocks = []
     for child in launch.children:
         cmd = child.args
-        assert cmd[:3] == [sys.executable, "-m", f"naf_ros.ros.{child.node}"]
+        assert cmd[:3] == [sys.executable, "-m", launcher.NODE_MODULES[child.node]]
         files = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--params-file"]
         assert files[0] == str(YAML) and len(files) == 2
         # The override file is keyed by the fully qualified name so it beats /**/<node>.

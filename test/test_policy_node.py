@@ -152,7 +152,7 @@ def test_lockstep_episodes_weights_learner_wait_and_bad_input(lease, tmp_path):
     LAG = 2  # the shipped default: acting on step t overlaps learning on steps t - 1, t - 2
     bridge = spawn_node("naf_ros.ros.sim_bridge", domain, tmp_path, {"train.seed": SEED})
     policy = spawn_node(
-        "naf_ros.ros.naf_policy",
+        "naf_ros.ros.policy.node",
         domain,
         tmp_path,
         policy_params(
@@ -306,7 +306,7 @@ def test_realtime_ilqg_latency_and_sigint(lease, tmp_path):
     ctrl_pub.publish(pack_arrays({**ctrl.to_arrays(), "version": 1.0}))
     bridge = spawn_node("naf_ros.ros.sim_bridge", domain, tmp_path, {"mode": "realtime"})
     policy = spawn_node(
-        "naf_ros.ros.naf_policy",
+        "naf_ros.ros.policy.node",
         domain,
         tmp_path,
         policy_params(
@@ -322,6 +322,10 @@ def test_realtime_ilqg_latency_and_sigint(lease, tmp_path):
                 "gil_switch_interval_ms": 0.25,
             }
         ),
+        # As `ros2 launch` starts Node(name=...): a process-wide node-name remap, which the
+        # joint-state side node must not take over (two nodes of one name in a process).
+        remaps={"__node": "naf_policy"},
+        name="naf_policy",
     )
     try:
         assert trans.wait_for(3 * T, 60.0), policy.output()
@@ -329,6 +333,8 @@ def test_realtime_ilqg_latency_and_sigint(lease, tmp_path):
             lambda: diagnostic_values(diag, "naf_policy").get("gil_switch_interval_ms") == "0.25",
             10.0,
         ), diagnostic_values(diag, "naf_policy")
+        names = probe.node.get_node_names()
+        assert names.count("naf_policy") == 1 and "naf_policy_state_io" in names, names
 
         # Deactivation leaves zero effort and silence; activation resumes the episodes.
         def change(tid: int) -> bool:
@@ -349,6 +355,8 @@ def test_realtime_ilqg_latency_and_sigint(lease, tmp_path):
         assert policy.alive()
         code = policy.stop()
         assert code == 0, policy.output()
+        log = policy.log_path.read_text(errors="replace")
+        assert "already registered" not in log, log
         time.sleep(0.5)
         n_cmds = len(cmds)
         check_commands(cmds.snapshot())
@@ -384,7 +392,7 @@ def test_realtime_ilqg_latency_and_sigint(lease, tmp_path):
         assert bridge.stop() == 0, bridge.output()
         probe.close()
     bad = spawn_node(
-        "naf_ros.ros.naf_policy", domain, tmp_path,
+        "naf_ros.ros.policy.node", domain, tmp_path,
         policy_params(mode="realtime", gil_switch_interval_ms=0.0), name="bad_policy",
     )  # fmt: skip
     assert bad.proc.wait(60) == 2, bad.output()

@@ -116,7 +116,7 @@ def graph(tmp_path_factory):
                 "naf_ros.ros.learner", lease.domain_id, logs, {**LEARNER, **params}
             ),
             "policy": spawn_node(
-                "naf_ros.ros.naf_policy", lease.domain_id, logs, {**POLICY, **params}
+                "naf_ros.ros.policy.node", lease.domain_id, logs, {**POLICY, **params}
             ),
         }  # fmt: skip
         g["procs"] = procs

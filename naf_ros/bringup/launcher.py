@@ -1,7 +1,7 @@
 """``naf-ros launch``: the node graph of ``launch/reacher_sim.launch.py`` without ROS tooling.
 
 On pip-only machines there is no ``ros2 launch``; this starts the same nodes from the same
-YAML, each in its own OS process (``python -m naf_ros.ros.<node> --ros-args --params-file
+YAML, each in its own OS process (``python -m <module> --ros-args --params-file
 <yaml> ...``), with K namespaced bridge+policy pairs (``arm0``, ``arm1``, ...) and one
 learner, dynamics fitter and iLQG explorer; with ``bag.record`` (or ``--record NAME``) also
 one experience recorder per arm. ``--respawn`` restarts a node that dies (up to
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from naf_ros.bringup.params import (
+    NODE_MODULES,
     NODES,
     SHARED_KEY,
     effective_config,
@@ -95,7 +96,7 @@ def child_env(domain_id: int | None) -> dict[str, str]:
 
 
 def node_available(node: str) -> bool:
-    return importlib.util.find_spec(f"naf_ros.ros.{node}") is not None
+    return importlib.util.find_spec(NODE_MODULES[node]) is not None
 
 
 def real_arm(args: argparse.Namespace) -> bool:
@@ -147,7 +148,7 @@ def build_children(
         cmd = [
             sys.executable,
             "-m",
-            f"naf_ros.ros.{node}",
+            NODE_MODULES[node],
             "--ros-args",
             "--params-file",
             str(params_file),

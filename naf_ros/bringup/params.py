@@ -23,6 +23,15 @@ NODES = (
     "bag_recorder",
 )
 ARM_NODES = ("sim_bridge", "naf_policy", "bag_recorder")
+# Node (and console script) name -> the module whose main() runs it.
+NODE_MODULES = {
+    "sim_bridge": "naf_ros.ros.sim_bridge",
+    "naf_policy": "naf_ros.ros.policy.node",
+    "learner": "naf_ros.ros.learner",
+    "dynamics_fitter": "naf_ros.ros.dynamics_fitter",
+    "ilqg_explorer": "naf_ros.ros.ilqg_explorer",
+    "bag_recorder": "naf_ros.ros.bag_recorder",
+}
 SHARED_KEY = "/**"
 SECTIONS = ("env", "agent", "exploration", "model_based", "train", "safety", "bag")
 

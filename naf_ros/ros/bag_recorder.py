@@ -31,7 +31,7 @@ from naf_ros.ros import qos
 from naf_ros.ros.diagnostics import Diagnostics
 from naf_ros.ros.messages import stamp_to_ns
 from naf_ros.ros.names import JOINT_STATES_TOPIC, TARGET_TOPIC, commands_topic
-from naf_ros.ros.params import declare, declare_config
+from naf_ros.ros.params import Param, declare_config, declare_params
 from naf_ros.ros.runtime import run_node
 
 # Best effort matches any joint_states publisher; deep, so a busy recorder drops nothing.
@@ -42,6 +42,14 @@ JOINT_STATES_RECORD = QoSProfile(
 )
 COMMANDS_RECORD = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
 
+RECORDER_PARAMS: tuple[Param, ...] = (
+    Param("controller_name", "effort_controller", str, None,
+          "effort ForwardCommandController whose <controller_name>/commands are recorded"),
+    Param("segment_s", 60.0, float, None,
+          "s per bag segment (a crash loses at most the open one); <= 0: one segment"),
+    Param("prefix", "", str, None, "segment folder prefix; empty: the arm's namespace, or 'arm'"),
+)  # fmt: skip
+
 
 class BagRecorderNode(Node):
     """Listens to one arm's topics and writes them into segmented bags."""
@@ -49,9 +57,9 @@ class BagRecorderNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("bag_recorder", **kwargs)
         self.cfg = declare_config(self, ("train", "bag"))
-        self.controller_name = str(declare(self, "controller_name", "effort_controller"))
-        self.segment_s = float(declare(self, "segment_s", 60.0))
-        prefix = str(declare(self, "prefix", "")) or self.get_namespace().strip("/") or "arm"
+        p = declare_params(self, RECORDER_PARAMS)
+        self.controller_name, self.segment_s = p.controller_name, p.segment_s
+        prefix = p.prefix or self.get_namespace().strip("/") or "arm"
         prefix = prefix.replace("/", "_")
         if not self.cfg.bag.record:
             raise ConfigError("bag.record: the recorder needs a folder name (it is empty)")

@@ -9,7 +9,7 @@ statistics of the fitted episodes (returns, controller ids, action mean/variance
 the iLQG explorer uses for its step adaptation and initial controller.
 
 Re-sent transitions (the policy's outbox after a learner restart) are duplicates here and
-dropped by the :class:`~naf_ros.ros.delivery.Sequencer`. With ``persist`` the node keeps
+dropped by the :class:`~naf_ros.core.delivery.Sequencer`. With ``persist`` the node keeps
 its state in ``<train.run_dir>/dynamics_fitter_checkpoint.pt`` (model version, prior
 history, pending episodes, sequence state, the last model) after every fit, every
 ``checkpoint_every_s`` while episodes complete, and at shutdown; on restart it resumes from
@@ -28,6 +28,7 @@ from rclpy.node import Node
 from std_msgs.msg import Float64, Float64MultiArray
 
 from naf_ros.config import ConfigError
+from naf_ros.core.delivery import Sequencer
 from naf_ros.core.dynamics import DynamicsPrior
 from naf_ros.core.episodes import GAP, RESTART
 from naf_ros.core.joint_dynamics import add_joint_arrays
@@ -35,7 +36,6 @@ from naf_ros.core.model_fit import FitOutcome, FitStep, one_step_rmse
 from naf_ros.envs.configured import episode_steps, reacher_task
 from naf_ros.ros import qos
 from naf_ros.ros.codec import pack_arrays
-from naf_ros.ros.delivery import Sequencer
 from naf_ros.ros.diagnostics import Diagnostics
 from naf_ros.ros.messages import parse_transition, publish_scalar
 from naf_ros.ros.names import MODEL_TOPIC, TRANSITIONS_TOPIC, metric_topic

@@ -1,7 +1,7 @@
 """Learner node: NAF updates (Algorithm 1) with imagination rollouts (Algorithm 2) over ROS.
 
 Transitions from ``/naf/transitions`` are put back into each producer's order on the
-executor thread by a :class:`~naf_ros.ros.delivery.Sequencer` (duplicates, late copies and
+executor thread by a :class:`~naf_ros.core.delivery.Sequencer` (duplicates, late copies and
 malformed messages dropped and counted; out-of-order ones held until the producer re-sends
 what is missing, for at most ``gap_timeout_s``; gaps counted and reported) and queued for a
 worker thread that owns all learning state. Per real transition it adds the sample to the
@@ -48,6 +48,7 @@ from std_msgs.msg import Float32MultiArray, Float64, Float64MultiArray
 
 from naf_ros.bag.segments import SegmentedBag
 from naf_ros.config import ConfigError
+from naf_ros.core.delivery import Sequencer
 from naf_ros.core.dynamics import LinearGaussianDynamics
 from naf_ros.core.episodes import GAP, RESTART
 from naf_ros.core.joint_dynamics import joint_model_from_arrays
@@ -57,7 +58,6 @@ from naf_ros.core.replay import storable
 from naf_ros.envs.configured import episode_steps, reacher_task
 from naf_ros.ros import qos
 from naf_ros.ros.codec import CodecError, pack_arrays, unpack_arrays
-from naf_ros.ros.delivery import Sequencer
 from naf_ros.ros.diagnostics import Diagnostics
 from naf_ros.ros.messages import parse_transition, publish_scalar
 from naf_ros.ros.names import (

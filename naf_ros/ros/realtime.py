@@ -129,13 +129,20 @@ class SideNode:
     inputs rebuilds a large wait set on every wake-up and may be inside another callback
     when a joint state arrives. A subscription that is a control loop's input gets a wait
     set of its own here, like a bare echo node (BENCHMARKS.md, session 3).
+
+    Its name is ``<parent>_<suffix>`` even under a process-wide ``__node:=<parent>`` remap
+    (what ``ros2 launch`` passes for ``Node(name=...)``): a node-local remap wins over a
+    global one. Two nodes of one name in a process share a rosout publisher (rcl warns
+    "Publisher already registered") and are indistinguishable in the graph.
     """
 
     def __init__(self, parent: Node, suffix: str, spin_timeout: float = 0.1) -> None:
+        name = f"{parent.get_name()}_{suffix}"
         self.node = rclpy.create_node(
-            f"{parent.get_name()}_{suffix}",
+            name,
             namespace=parent.get_namespace(),
             context=parent.context,
+            cli_args=["--ros-args", "-r", f"__node:={name}"],
             start_parameter_services=False,
         )
         self._executor = SingleThreadedExecutor(context=parent.context)

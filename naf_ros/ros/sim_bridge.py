@@ -33,7 +33,6 @@ from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 from visualization_msgs.msg import Marker
 
-from naf_ros.config import ConfigError
 from naf_ros.core.safety import WATCHDOG, SafetyEnvelope, SafetyLimits
 from naf_ros.envs.configured import reacher_env_kwargs
 from naf_ros.ros import qos
@@ -48,13 +47,41 @@ from naf_ros.ros.names import (
     TARGET_TOPIC,
     commands_topic,
 )
-from naf_ros.ros.params import declare, declare_config
+from naf_ros.ros.params import (
+    Param,
+    declare_config,
+    declare_params,
+    finite_list,
+    one_of,
+    positive,
+)
 from naf_ros.ros.realtime import raise_priority
 from naf_ros.ros.runtime import autostart, guarded, run_node
 
 MODES = ("lockstep", "realtime")
 TARGET_MODES = ("env", "fixed", "random")
 WATCHDOG_PERIOD_S = 0.05
+
+BRIDGE_PARAMS: tuple[Param, ...] = (
+    Param("mode", "lockstep", str, one_of(*MODES),
+          "lockstep: one control period per received command; realtime: wall-clock steps "
+          "with the last command"),
+    Param("controller_name", "effort_controller", str, None,
+          "effort ForwardCommandController; commands arrive on <controller_name>/commands"),
+    Param("command_timeout", 0.5, float, positive(),
+          "s without a command after which the watchdog zeroes the effort"),
+    Param("arm_index", 0, int, None, "offsets the reset seed, so arms start differently"),
+    Param("target_mode", "env", str, one_of(*TARGET_MODES),
+          "env: the env's target; fixed: fixed_target; random: a new one per reset"),
+    Param("fixed_target", [0.10, 0.20], list, finite_list(2), "target_mode fixed: (x, y) in m"),
+    Param("frame_id", "world", str, None, "frame of the published target"),
+    Param("publish_clock", True, bool, None,
+          "publish sim time on /clock (one bridge per graph may own it)"),
+    Param("autostart", True, bool, None, "configure and activate at start"),
+    Param("diagnostics_period", 1.0, float, positive(), "s between /diagnostics messages"),
+    Param("realtime_priority", 0, int, None,
+          "realtime: SCHED_FIFO priority, as a real driver runs (<= 0: normal scheduling)"),
+)  # fmt: skip
 
 
 # --- the bridge -------------------------------------------------------------------------------
@@ -64,23 +91,16 @@ class SimBridge(LifecycleNode):
     def __init__(self, **kwargs) -> None:
         super().__init__("sim_bridge", **kwargs)
         self.cfg = declare_config(self, ("env", "train"))
-        self.mode = declare(self, "mode", "lockstep")
-        if self.mode not in MODES:
-            raise ConfigError(f"mode: {self.mode!r} is not one of {', '.join(MODES)}")
-        self.controller_name = declare(self, "controller_name", "effort_controller")
-        self.command_timeout = float(declare(self, "command_timeout", 0.5))
-        self.arm_index = int(declare(self, "arm_index", 0))
-        self.target_mode = declare(self, "target_mode", "env")
-        if self.target_mode not in TARGET_MODES:
-            raise ConfigError(f"target_mode: {self.target_mode!r} not in {TARGET_MODES}")
-        self.fixed_target = list(declare(self, "fixed_target", [0.10, 0.20]))
-        self.frame_id = declare(self, "frame_id", "world")
+        p = declare_params(self, BRIDGE_PARAMS)
+        self.mode, self.controller_name = p.mode, p.controller_name
+        self.command_timeout, self.arm_index = p.command_timeout, p.arm_index
+        self.target_mode, self.fixed_target = p.target_mode, p.fixed_target
+        self.frame_id = p.frame_id
         # One /clock per graph: with several arms only one bridge may own sim time.
-        self.publish_clock = bool(declare(self, "publish_clock", True))
-        start = bool(declare(self, "autostart", True))
-        self.diag = Diagnostics(self, float(declare(self, "diagnostics_period", 1.0)))
+        self.publish_clock = p.publish_clock
+        self.diag = Diagnostics(self, p.diagnostics_period)
         if self.mode == "realtime":  # the arm's clock: a real driver runs SCHED_FIFO too
-            raise_priority(self, int(declare(self, "realtime_priority", 0)))
+            raise_priority(self, p.realtime_priority)
         self.env = None
         self.active = False
         self.paused = False
@@ -100,7 +120,7 @@ class SimBridge(LifecycleNode):
         self.envelope: SafetyEnvelope | None = None
         self._lock = threading.Lock()
         self.transition_error: str | None = None
-        if start:
+        if p.autostart:
             autostart(self)
 
     # --- lifecycle ----------------------------------------------------------------------------

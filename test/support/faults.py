@@ -9,6 +9,8 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+from naf_ros.bringup.params import NODE_MODULES
+
 
 def _writable(path: Path) -> bool:
     probe = path / ".naf_ros_write_probe"
@@ -60,13 +62,13 @@ def child_pids(parent: int) -> list[int]:
 
 
 def node_pid(launcher_pid: int, node: str) -> int | None:
-    """PID of the launcher's child running ``python -m naf_ros.ros.<node>``."""
+    """PID of the launcher's child running ``python -m <the node's module>``."""
     for pid in child_pids(launcher_pid):
         try:
             cmd = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if f"naf_ros.ros.{node}".encode() in cmd:
+        if NODE_MODULES[node].encode() in cmd:
             try:
                 state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:

@@ -29,6 +29,7 @@ import yaml
 
 import naf_ros.bench.graph as graph_pkg
 from naf_ros.bringup.domains import allocate_domain
+from naf_ros.bringup.params import NODE_MODULES
 from naf_ros.bringup.proc_group import PACKAGE_ROOT, ros_child_env, spawn_group, stop_group
 from naf_ros.config import SECTIONS, Config, config_from_dict
 from naf_ros.ros.background import BackgroundNode
@@ -201,6 +202,7 @@ class GraphRun:
         out: dict[str, int] = {}
         if self.proc is None:
             return out
+        by_module = {module: node for node, module in NODE_MODULES.items()}
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -212,7 +214,7 @@ class GraphRun:
             if int(stat.rsplit(")", 1)[1].split()[2]) != self.proc.pid:
                 continue
             args = [a.decode(errors="replace") for a in cmd]
-            node = next((a.split(".")[-1] for a in args if a.startswith("naf_ros.ros.")), None)
+            node = next((by_module[a] for a in args if a in by_module), None)
             if node is None:
                 continue
             ns = next((a.split("/", 1)[1] for a in args if a.startswith("__ns:=/")), "")

@@ -1,10 +1,11 @@
-"""No transition lost: the producer's outbox and the consumer's in-order sequencer.
+"""No transition lost: the producer's outbox and re-send rules, the consumer's sequencer.
 
 DDS "reliable" only holds while both ends live. When the learner dies, everything it had
 received since its last checkpoint dies with it, so the producer (naf_policy) keeps every
 transition it published in an :class:`Outbox` until the learner reports it *durable*
 (contained in a checkpoint) on ``/naf/learner_progress``, and re-sends what a (re)started
-learner has not got. The consumer side (:class:`Sequencer`) turns the resulting stream —
+learner has not got; :class:`Producer` holds those rules (numbering, acknowledgements, when
+to re-send what). The consumer side (:class:`Sequencer`) turns the resulting stream —
 live transitions, re-sent ones, duplicates, in any interleaving — back into each producer's
 sequence, in order and exactly once:
 
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +103,146 @@ class Outbox:
     @property
     def last_seq(self) -> int | None:
         return self._items[-1].seq if self._items else None
+
+
+class Producer:
+    """The producer half of the protocol: sequence numbers, the outbox, acknowledgements from
+    the learner's progress, and when to re-send what.
+
+    Why a class of its own: these rules decide whether a transition can be lost, and they
+    are easier to trust when driven step by step without DDS (test_delivery.py) than through
+    a node. The node parses progress messages, publishes, and serialises every call with one
+    lock (this class is not thread-safe); ``warn`` receives the log lines worth a warning.
+
+    - :meth:`add` numbers a published transition (0, 1, ... for this process) and keeps it.
+    - :meth:`on_progress` takes one learner progress report: ``acked`` (trained on; lockstep
+      pacing) and ``durable`` (checkpointed: the outbox forgets up to it). A new
+      ``learner_id`` is a (re)started learner: it may be behind, so everything after what it
+      reports is re-sent. A report whose ``last_episode`` predates our first transition is
+      about a previous run of this producer and acknowledges nothing of ours.
+    - :meth:`due_resend`, called periodically, returns the next batch to re-send: after a new
+      learner appeared, or when a live learner (reports keep coming) acknowledged nothing new
+      for ``resend_timeout`` s although something sent that long ago is unacknowledged.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        resend_timeout: float,
+        resend_batch: int,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        if resend_batch < 1:
+            raise ValueError(f"resend batch {resend_batch} must be >= 1")
+        self.outbox = Outbox(capacity)
+        self.resend_timeout = float(resend_timeout)
+        self.resend_batch = int(resend_batch)
+        self._warn = warn if warn is not None else (lambda _msg: None)
+        self.seq = 0  # the next transition's sequence number
+        self.first_episode: int | None = None  # episode field of our first transition
+        self.episode_hint: int | None = None  # newest episode of ours the learner reported
+        self.learner_id: float | None = None
+        self.acked = -1  # the learner trained on everything up to here
+        self.durable = -1  # ... and checkpointed everything up to here
+        self.stale = False  # pacing gave up on the learner until it acknowledges again
+        self.last_progress = 0.0  # monotonic time of the last progress report
+        self.last_ack_change = time.monotonic()
+        self.last_resend = 0.0
+        self._resend_from: int | None = None
+
+    def add(self, episode: int, data: np.ndarray, now: float | None = None) -> bool:
+        """Keep transition number :attr:`seq` (just published) and advance the numbering.
+
+        Returns False if the full outbox dropped its oldest entry for it (counted in
+        ``outbox.overflow``).
+        """
+        if self.first_episode is None:
+            self.first_episode = int(episode)
+        kept = self.outbox.add(self.seq, data, now)
+        self.seq += 1
+        return kept
+
+    def on_progress(
+        self,
+        learner_id: float | None,
+        last_seq: int | None,
+        durable_seq: int | None = None,
+        last_episode: int | None = None,
+        now: float | None = None,
+    ) -> None:
+        """One progress report; ``last_seq`` None when it has no entry for this producer."""
+        now = time.monotonic() if now is None else now
+        ack = durable = -1
+        if last_seq is not None:
+            stale = False
+            if last_episode is not None:
+                self.episode_hint = max(self.episode_hint or -1, int(last_episode))
+                stale = self.first_episode is None or last_episode < self.first_episode
+            if not stale:
+                ack = int(last_seq)
+                durable = ack if durable_seq is None else int(durable_seq)
+        self.last_progress = now
+        if learner_id is not None and learner_id != self.learner_id:
+            restarted = self.learner_id is not None
+            self.learner_id = learner_id
+            self.acked = ack  # a restarted learner may be behind the old one
+            self.last_ack_change = now
+            if self.seq and self.seq - 1 > ack:
+                self._resend_from = ack + 1
+                self._warn(
+                    f"learner {'restarted' if restarted else 'appeared'} at seq {ack}: "
+                    f"re-sending {self.seq - 1 - ack} transitions"
+                )
+            self.stale = False
+        elif ack > self.acked:
+            self.acked = ack
+            self.last_ack_change = now
+            self.stale = False
+        elif learner_id is None:  # a learner without heartbeats: any report is a sign of life
+            self.stale = False
+        if durable >= 0:
+            self.outbox.ack(durable)
+            self.durable = durable
+
+    def due_resend(
+        self, can_send: Callable[[], bool], now: float | None = None
+    ) -> list[OutboxEntry]:
+        """The next batch to re-send (oldest first, at most ``resend_batch``), marked sent.
+
+        ``can_send`` is asked only when there is something to re-send (it may be costly,
+        e.g. a graph query whether the learner is subscribed); False postpones the batch.
+        """
+        now = time.monotonic() if now is None else now
+        ack, start = self.acked, self._resend_from
+        # Fallback: the learner is alive (reports arrive) but acknowledges nothing new of
+        # what we sent; a silent learner is dead, and its successor's new id triggers the
+        # re-send instead.
+        alive = now - self.last_progress < self.resend_timeout
+        if start is None and self.learner_id is not None and alive:
+            oldest = self.outbox.oldest_after(ack)
+            quiet = now - max(self.last_ack_change, self.last_resend)
+            if oldest is not None and now - oldest.sent > self.resend_timeout:
+                if quiet > self.resend_timeout:
+                    start = ack + 1
+                    self._warn(
+                        f"learner acknowledged nothing after seq {ack} for {quiet:.1f} s; "
+                        "re-sending"
+                    )
+        if start is None or not can_send():
+            return []
+        batch = self.outbox.after(start - 1, self.resend_batch)
+        for entry in batch:
+            entry.sent = now
+        self.outbox.resent += len(batch)
+        self.last_resend = now
+        more = batch[-1].seq + 1 if len(batch) == self.resend_batch else None
+        if self._resend_from == start or self._resend_from is None:
+            self._resend_from = more
+        return batch
+
+    def unacked(self) -> bool:
+        """Something sent is not yet trained on by the learner."""
+        return self.outbox.oldest_after(self.acked) is not None
 
 
 # --- consumer side ----------------------------------------------------------------------------

@@ -1,0 +1,2 @@
+"""The policy node (console script ``naf_policy``), split by job: :mod:`.node` (lifecycle and
+wiring), :mod:`.parameters`, :mod:`.episodes`, :mod:`.reflex` and :mod:`.homing`."""

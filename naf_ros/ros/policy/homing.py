@@ -1,0 +1,94 @@
+"""A real arm's reset (``reset_mode: homing``): PD to ``home_position`` until it is there.
+
+The rule for "there" is :class:`~naf_ros.core.homing.Homing` (within ``homing_tolerance``
+rad and slower than ``homing_velocity_tolerance`` rad/s, every joint, and a homing command
+acknowledged by a subscribed driver); this module drives it with joint states and commands.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.duration import Duration
+
+from naf_ros.core.homing import HOME, TIMEOUT
+from naf_ros.ros.policy.reflex import JointSample
+
+HOMING_RETRY_PAUSE_S = 1.0  # zero effort between a failed homing and the next attempt
+NO_WAIT = Duration(seconds=0)
+
+
+class HomingReset:
+    """Mixin of :class:`~naf_ros.ros.policy.node.NafPolicy`: homing as the episode reset.
+
+    Uses from the node: ``homing`` (the rule), ``params``, ``cmd_pub``, ``envelope``,
+    ``diag``, ``default_target``, ``_publish_effort``, ``_send_zero``, and from the worker
+    ``_wait`` and ``_next_state``.
+    """
+
+    def _home(self) -> tuple[JointSample, np.ndarray] | None:
+        """Drive the arm home; returns (state, target) once it is there, else None.
+
+        No episode starts before homing succeeded: it needs a driver subscribed to the
+        commands (else it waits up to ``homing_timeout`` s and returns None) and one of its
+        commands acknowledged. After ``homing_timeout`` s without arriving it fails: zero
+        effort, an error on the log and on ``/diagnostics`` (level ERROR, until a later
+        homing succeeds), ``homing_failures`` counted; the arm then rests at zero effort for
+        ``HOMING_RETRY_PAUSE_S`` and the worker **retries the homing** (it never starts the
+        episode from wherever the arm is). An e-stop during homing ends it with zero effort
+        (the e-stop latch then holds the next episode).
+        """
+        rule, timeout = self.homing, self.params.homing_timeout
+        if not self._wait(lambda: self.cmd_pub.get_subscription_count() > 0, timeout):
+            self.get_logger().warning(
+                f"homing: no driver subscribes to {self.cmd_pub.topic_name} within {timeout} s",
+                throttle_duration_sec=10.0,
+            )
+            return None
+        t0 = time.monotonic()
+        state = self._next_state(None)
+        sent = delivered = False
+        while state is not None:
+            if self.envelope.estopped:
+                self._send_zero()
+                return None
+            # The previous command had a control period to arrive: has the driver got it?
+            delivered = delivered or (
+                sent
+                and self.cmd_pub.get_subscription_count() > 0
+                and self.cmd_pub.wait_for_all_acked(NO_WAIT)
+            )
+            verdict = rule.verdict(state.q, state.qd, time.monotonic() - t0, delivered)
+            if verdict == HOME:
+                break
+            if verdict == TIMEOUT:
+                self._homing_failed(state, delivered)
+                return None
+            self._publish_effort(rule.effort(state.q, state.qd), state)
+            sent = True
+            state = self._next_state(state)
+        self._send_zero()
+        if state is None:
+            return None
+        self.diag.clear("homing")
+        self.diag.values["homing_s"] = round(time.monotonic() - t0, 3)
+        state = self._next_state(state)
+        return None if state is None else (state, self.default_target)
+
+    def _homing_failed(self, state: JointSample, delivered: bool) -> None:
+        """Zero effort, report, and rest before the worker retries (raises Stopped on stop)."""
+        self._send_zero()
+        error = float(np.max(np.abs(self.homing.error(state.q))))
+        speed = float(np.max(np.abs(state.qd)))
+        message = (
+            f"homing failed: not at home_position within {self.params.homing_timeout} s "
+            f"(max joint error {error:.3f} rad, speed {speed:.3f} rad/s"
+            f"{'' if delivered else ', no command acknowledged by a driver'}); zero effort, "
+            f"retrying in {HOMING_RETRY_PAUSE_S} s"
+        )
+        self.get_logger().error(message)
+        self.diag.problem("homing", DiagnosticStatus.ERROR, message)
+        self.diag.values["homing_failures"] = self.diag.values.get("homing_failures", 0) + 1
+        self._wait(lambda: False, HOMING_RETRY_PAUSE_S)

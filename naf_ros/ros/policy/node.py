@@ -1,0 +1,528 @@
+"""The policy node: lifecycle and wiring around the acting code, on one arm.
+
+A thin adapter around the pure code: :class:`~naf_ros.envs.task.ReacherTask` turns joint
+states (mapped by name) and the target into observations and rewards, :class:`NAFAgent`
+acts (μ plus the configured exploration noise, or μ alone in evaluation episodes), and an
+iLQG controller from ``/naf/ilqg_controller`` takes the episodes Algorithm 2 gives it. This
+module holds the lifecycle, the parameters (:mod:`.parameters`), and the wiring: topics in
+(target, weights, iLQG controller, learner progress, e-stop) -> the core objects -> topics out
+(effort commands, transitions, metrics, ``/diagnostics``). The rest of the node lives by job:
+
+- :mod:`.episodes` — the episode worker thread (reset, T steps, transitions, evaluation,
+  safe exploration, lockstep pacing);
+- :mod:`.reflex` — joint states in, and the realtime reflex that commands inside the
+  joint-state callback;
+- :mod:`.homing` — a real arm's reset (``reset_mode: homing``).
+
+Safety: nothing is commanded before activation; every command passes a
+:class:`~naf_ros.core.safety.SafetyEnvelope` configured from the ``safety`` section and the
+arm model (per-joint effort limits, soft joint-position limits, velocity limit, and in
+realtime mode a watchdog on the joint state the command was computed from); zero effort is
+sent on deactivation, at the end of the run and on SIGINT/SIGTERM (a ForwardCommandController
+holds the last command forever). Transitions record the action the arm actually got.
+E-stop: ``estop`` (``std_msgs/Bool``, in the arm's namespace); ``true`` sends zero effort at
+once and latches it: the episode is aborted and no episode starts until ``false`` is
+published on the same topic (the release; the bridge has its own latch and needs it too).
+``safety.safe_exploration`` runs training episodes only with the iLQG controller (a zero-mean
+Gaussian one before the first arrives) until an evaluation of the policy reaches
+``safety.safe_exploration_return``.
+
+No transition lost: a :class:`~naf_ros.core.delivery.Producer` numbers every published
+transition and keeps it in its outbox until the learner reports it durable (``durable_seq``
+on ``/naf/learner_progress``); a learner with a new ``learner_id`` (a restart) gets what it
+lacks re-sent, as does one that has acknowledged nothing for ``resend_timeout`` s; on
+shutdown the node waits up to ``drain_timeout`` s for the learner to have trained on
+everything sent. With ``persist`` the episode count (and safe-exploration status) survive
+restarts in ``<train.run_dir>/naf_policy_<arm_index>_state.pt``; transition episode numbers
+always increase across restarts, which is how the learner tells a restarted producer (new
+sequence from 0) from a re-sent one.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus
+from geometry_msgs.msg import PointStamped
+from rclpy.duration import Duration
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float32MultiArray, Float64, Float64MultiArray
+from std_srvs.srv import Trigger
+
+from naf_ros.config import ConfigError
+from naf_ros.core.actor import NumpyActor
+from naf_ros.core.delivery import Producer
+from naf_ros.core.homing import Homing
+from naf_ros.core.safety import SafetyEnvelope, SafetyLimits, StatePlausibility
+from naf_ros.envs.configured import episode_steps, reacher_env_kwargs
+from naf_ros.ros import qos
+from naf_ros.ros.codec import CodecError, unpack_arrays
+from naf_ros.ros.diagnostics import Diagnostics
+from naf_ros.ros.messages import stamp_to_ns
+from naf_ros.ros.names import (
+    CONTROLLER_TOPIC,
+    ESTOP_TOPIC,
+    JOINT_STATES_TOPIC,
+    POLICY_METRICS,
+    PROGRESS_TOPIC,
+    RESET_SERVICE,
+    TARGET_TOPIC,
+    TRANSITIONS_TOPIC,
+    WEIGHTS_TOPIC,
+    commands_topic,
+    metric_topic,
+)
+from naf_ros.ros.params import declare_config, declare_params
+from naf_ros.ros.persist import CheckpointFile
+from naf_ros.ros.policy.episodes import EpisodeWorker
+from naf_ros.ros.policy.homing import HomingReset
+from naf_ros.ros.policy.parameters import POLICY_PARAMS
+from naf_ros.ros.policy.reflex import JointSample, ReflexPath
+from naf_ros.ros.realtime import LatestOnly, SideNode, raise_priority
+from naf_ros.ros.runtime import autostart, guarded, run_node
+
+NODE_NAME = "naf_policy"
+STATE_KIND = "naf_ros-policy-state"
+RESEND_PERIOD_S = 0.2
+
+
+class NafPolicy(EpisodeWorker, ReflexPath, HomingReset, LifecycleNode):
+    """Lifecycle node running NAF episodes on one arm (simulated or real).
+
+    The mixins hold the node's jobs (module docstring); each one's ``_init_*`` sets up the
+    state it owns, and they share what this class sets up: ``params``, ``cfg``, ``diag``,
+    the task/agent/envelope from configuration, the condition ``_cond`` (inputs and the
+    worker's waits) and the locks below.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self.cfg = declare_config(self)
+        self.params = p = declare_params(self, POLICY_PARAMS)
+        if p.reset_mode == "homing" and p.mode == "lockstep":
+            raise ConfigError("reset_mode: homing needs mode realtime (a real arm does not wait)")
+        self.drain_timeout = p.drain_timeout  # run_node's shutdown reads it here
+        self.diag = Diagnostics(self, p.diagnostics_period)
+        if p.mode == "realtime":
+            # A joint state wakes its executor thread while another thread may hold the GIL;
+            # Python's default 5 ms switch interval would then be the latency floor.
+            sys.setswitchinterval(p.gil_switch_interval_ms / 1000.0)
+            self.diag.values["gil_switch_interval_ms"] = round(sys.getswitchinterval() * 1e3, 4)
+            raise_priority(self, p.realtime_priority)
+        self.exit_code = 0
+        self.stop_event: threading.Event | None = None
+        self.transition_error: str | None = None
+        self._cond = threading.Condition()
+        self._agent_lock = threading.Lock()
+        self._cmd_lock = threading.Lock()  # a command and the e-stop's zero never interleave
+        self._out_lock = threading.Lock()  # the producer + transition publisher
+        self._weights_loader: LatestOnly | None = None
+        self._state_io: SideNode | None = None
+        self._target: np.ndarray | None = None
+        self._target_ns = -1
+        self._ilqg = None
+        self._ilqg_version = None
+        self._weights_version = None
+        self.producer = Producer(
+            p.outbox_capacity, p.resend_timeout, p.resend_batch, self.get_logger().warning
+        )
+        self._layout = None  # every transition message shares one layout
+        self.envelope: SafetyEnvelope | None = None
+        self.state_file: CheckpointFile | None = None
+        self.homing: Homing | None = None
+        self.configured = False
+        self._init_worker()
+        self._init_reflex()
+        if p.autostart:
+            autostart(self)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    @guarded
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        import torch
+
+        from naf_ros.core.naf import NAFAgent
+        from naf_ros.core.noise import make_noise
+        from naf_ros.envs.task import ArmModel, ReacherTask
+
+        cfg, p = self.cfg, self.params
+        kwargs = reacher_env_kwargs(cfg.env)
+        self.arm = ArmModel.from_mjcf(kwargs.get("model_path"))
+        self.task = ReacherTask(self.arm, ctrl_cost_weight=kwargs.get("ctrl_cost_weight", 0.02))
+        self.joint_names = list(self.arm.joint_names)
+        self.n = self.arm.n_joints
+        self.control_dt = float(kwargs.get("control_dt", 0.02))
+        self.T = episode_steps(cfg.env)
+        if len(p.home_position) != self.n:
+            raise ConfigError(f"home_position: needs {self.n} values, got {p.home_position}")
+        self.homing = Homing(
+            np.asarray(p.home_position, dtype=float), p.homing_kp, p.homing_kd,
+            p.homing_tolerance, p.homing_velocity_tolerance, p.homing_timeout,
+        )  # fmt: skip
+        if len(p.target) == 2:
+            self.default_target = np.asarray(p.target, dtype=float)
+        elif kwargs.get("fixed_target") is not None:
+            self.default_target = np.asarray(kwargs["fixed_target"], dtype=float)
+        else:
+            from naf_ros.envs.reacher_env import FIXED_TARGET
+
+            self.default_target = np.asarray(FIXED_TARGET, dtype=float)
+        self.envelope = SafetyEnvelope(self._safety_limits())
+        try:
+            self.plausibility = StatePlausibility.from_arm(
+                self.arm,
+                position_slack=p.plausible_position_slack,
+                max_velocity=p.plausible_velocity,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        torch.set_num_threads(cfg.train.torch_threads)
+        seed = cfg.train.seed + p.arm_index
+        self.rng = np.random.default_rng(seed)
+        self.agent = NAFAgent(self.task.obs_dim, self.task.act_dim, cfg.agent, seed=seed)
+        self.actor = NumpyActor(self.agent.net)  # acting path; rebuilt on every new weight set
+        ex = cfg.exploration
+        self.noise = make_noise(
+            ex.kind, self.task.act_dim, ex.scale, ex.ou_theta, self.rng, ex.precision_ema
+        )
+        self.cmd_pub = self.create_publisher(
+            Float64MultiArray, commands_topic(p.controller_name), qos.COMMANDS
+        )
+        self.trans_pub = self.create_publisher(
+            Float64MultiArray, TRANSITIONS_TOPIC, qos.TRANSITIONS
+        )
+        self.metric_pubs = {
+            m: self.create_publisher(Float64, metric_topic(m), qos.METRICS) for m in POLICY_METRICS
+        }
+        # The control loop's input on a node and thread of its own (SideNode's docstring).
+        if self._state_io is None:
+            self._state_io = SideNode(self, "state_io")
+            self._state_io.node.create_subscription(
+                JointState, JOINT_STATES_TOPIC, self._on_joint_state, qos.JOINT_STATES_SUB
+            )
+        self.create_subscription(PointStamped, TARGET_TOPIC, self._on_target, qos.LATCHED)
+        self.create_subscription(Float32MultiArray, WEIGHTS_TOPIC, self._on_weights, qos.LATCHED)
+        self.create_subscription(
+            Float64MultiArray, CONTROLLER_TOPIC, self._on_controller, qos.LATCHED
+        )
+        # Latched, so a (re)started policy hears where the learner is at once.
+        self.create_subscription(Float64MultiArray, PROGRESS_TOPIC, self._on_progress, qos.LATCHED)
+        self.create_subscription(Bool, ESTOP_TOPIC, self._on_estop, qos.ESTOP)
+        self.reset_client = self.create_client(Trigger, RESET_SERVICE)
+        self.create_timer(RESEND_PERIOD_S, self._on_resend_timer)
+        if p.persist:
+            self.state_file = CheckpointFile(
+                Path(cfg.train.run_dir) / f"naf_policy_{p.arm_index}_state.pt",
+                self.get_logger().error,
+            )
+            self.state_file.load(self._apply_state)
+            if self.state_file.loaded_from is not None:
+                self.get_logger().info(
+                    f"resumed at episode {self.episode} ({self.env_steps} steps) from "
+                    f"{self.state_file.loaded_from}"
+                )
+        self.diag.values.update(self.envelope.diagnostics())
+        if p.mode == "realtime" and self._weights_loader is None:
+            self._weights_loader = LatestOnly("weights", self._load_weights)
+        self.configured = True
+        self.get_logger().info(
+            f"configured: arm {p.arm_index}, joints {self.joint_names}, mode {p.mode}, "
+            f"reset {p.reset_mode}, T={self.T}, commands on "
+            f"{self.resolve_topic_name(commands_topic(p.controller_name))}"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._start_worker()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_worker()
+        self._send_zero()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.safe_stop()
+        return TransitionCallbackReturn.SUCCESS
+
+    def safe_stop(self) -> None:
+        """Stop acting, then leave zero effort as the last command (and make sure it is out)."""
+        self._stop_worker()
+        if self._weights_loader is not None:
+            self._weights_loader.close()
+            self._weights_loader = None
+        if self._state_io is not None:
+            self._state_io.close()
+            self._state_io = None
+        if self.configured:
+            self._send_zero()
+            self.cmd_pub.wait_for_all_acked(Duration(seconds=1.0))
+            for pub in (self.trans_pub, *self.metric_pubs.values()):
+                pub.wait_for_all_acked(Duration(seconds=1.0))
+
+    def _send_zero(self) -> None:
+        if self.configured:
+            with self._cmd_lock:
+                self.cmd_pub.publish(Float64MultiArray(data=[0.0] * self.n))
+
+    def _safety_limits(self) -> SafetyLimits:
+        """The ``safety`` section on top of the arm model; one-line ConfigError if invalid."""
+        s = self.cfg.safety
+        overrides = {
+            key: getattr(s, key)
+            for key in ("effort", "soft_lower", "soft_upper")
+            if getattr(s, key) is not None
+        }
+        try:
+            return SafetyLimits.from_arm(
+                self.arm,
+                position_margin=s.position_margin,
+                velocity=float("inf") if s.velocity is None else s.velocity,
+                restoring_gain=s.restoring_gain,
+                # Lockstep: the sim waits for us, a state is never stale; realtime: it is.
+                command_timeout=s.command_timeout if self.params.mode == "realtime" else None,
+                **overrides,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def _on_estop(self, msg: Bool) -> None:
+        """``true``: zero effort now and latch it; ``false``: release (see module docstring)."""
+        if not self.configured:
+            return
+        if msg.data:
+            with self._cmd_lock:
+                engaged = not self.envelope.estopped
+                self.envelope.engage_estop("estop topic")
+                self.cmd_pub.publish(Float64MultiArray(data=[0.0] * self.n))
+            if engaged:
+                self.get_logger().warning("e-stop: zero effort; waiting for estop=false")
+            self.diag.problem("estop", DiagnosticStatus.WARN, "e-stop engaged")
+        elif self.envelope.estopped:
+            with self._cmd_lock:
+                self.envelope.release_estop()
+            self.diag.clear("estop")
+            self.get_logger().info("e-stop released")
+        self.diag.values.update(self.envelope.diagnostics())
+        self._notify()
+
+    def _apply_state(self, p: dict) -> None:
+        if p.get("kind") != STATE_KIND or int(p["arm_index"]) != self.params.arm_index:
+            raise ValueError(f"not this arm's policy state ({p.get('kind')!r})")
+        episode, steps, passed = int(p["episode"]), int(p["env_steps"]), bool(p["safe_passed"])
+        self.episode, self.env_steps, self._safe_passed = episode, steps, passed
+
+    def _save_state(self) -> None:
+        if self.state_file is None:
+            return
+        ok = self.state_file.save(
+            {
+                "kind": STATE_KIND,
+                "arm_index": self.params.arm_index,
+                "episode": self.episode,
+                "env_steps": self.env_steps,
+                "safe_passed": self._safe_passed,
+            }
+        )
+        if ok:
+            self.diag.clear("state")
+        else:
+            self.diag.problem(
+                "state", DiagnosticStatus.WARN, f"state not saved: {self.state_file.last_error}"
+            )
+            self.get_logger().warning(
+                f"state not saved: {self.state_file.last_error}", throttle_duration_sec=30.0
+            )
+        self.diag.values.update(self.state_file.diagnostics("state"))
+
+    # --- transitions out, acknowledgements in (the rules: core.delivery.Producer) -----------
+    def _publish_transition(self, msg: Float64MultiArray, episode: int) -> None:
+        """Publish transition number ``producer.seq`` (encoded into ``msg``) and keep it."""
+        with self._out_lock:
+            if self._layout is None:
+                self._layout = msg.layout
+            box = self.producer.outbox
+            if not self.producer.add(episode, np.asarray(msg.data, dtype=np.float64)):
+                self.diag.problem(
+                    "outbox",
+                    DiagnosticStatus.WARN,
+                    f"outbox full: {box.overflow} unacknowledged transitions dropped",
+                )
+                self.get_logger().warning(
+                    f"outbox full ({box.capacity}): dropped the oldest unacknowledged "
+                    f"transition [{box.overflow} so far]; is the learner checkpointing?",
+                    throttle_duration_sec=10.0,
+                )
+            self.trans_pub.publish(msg)
+
+    def _learner_subscribed(self) -> bool:
+        """A learner subscribes to /naf/transitions and our publisher has matched it."""
+        infos = self.get_subscriptions_info_by_topic(TRANSITIONS_TOPIC)
+        wanted = set(self.params.startup_subscribers) or {i.node_name for i in infos}
+        present = {i.node_name for i in infos}
+        return bool(wanted & present) and self.trans_pub.get_subscription_count() >= len(infos)
+
+    def _on_resend_timer(self) -> None:
+        """Re-send what a (re)started or silent learner lacks, in bounded batches."""
+        if not self.configured:
+            return
+        with self._out_lock:
+            batch = self.producer.due_resend(
+                lambda: self._layout is not None and self._learner_subscribed()
+            )
+            for entry in batch:
+                self.trans_pub.publish(Float64MultiArray(layout=self._layout, data=entry.data))
+            if batch:
+                self.diag.values["outbox_resent"] = self.producer.outbox.resent
+
+    def drained(self) -> bool:
+        """True once the learner has trained on everything sent (or there is no learner)."""
+        if not self.configured or self.producer.seq == 0:
+            return True
+        with self._out_lock:
+            unacked = self.producer.unacked()
+        if not unacked:
+            return True
+        infos = self.get_subscriptions_info_by_topic(TRANSITIONS_TOPIC)
+        return not (set(self.params.startup_subscribers) & {i.node_name for i in infos})
+
+    # --- inputs (executor thread) -------------------------------------------------------------
+    def _on_target(self, msg: PointStamped) -> None:
+        p = np.array([msg.point.x, msg.point.y], dtype=float)
+        if not np.isfinite(p).all():
+            self.diag.reject("target_non_finite")
+            return
+        with self._cond:
+            self._target = p
+            self._target_ns = stamp_to_ns(msg.header.stamp)
+            self._cond.notify_all()
+
+    def _on_weights(self, msg: Float32MultiArray) -> None:
+        """New μ/L/V weights from the learner; anything malformed keeps the old weights.
+
+        Realtime: loaded by a helper thread, so the joint-state callback never waits behind
+        milliseconds of decoding; the actor is swapped in one assignment."""
+        if not self.configured:
+            return
+        if self._weights_loader is not None:
+            self._weights_loader.submit(msg)
+            return
+        self._load_weights(msg)
+
+    def _load_weights(self, msg: Float32MultiArray) -> None:
+        try:
+            arrays = unpack_arrays(msg)
+            version = arrays.pop("version", None)
+            with self._agent_lock:  # one loader at a time; acting never takes this lock
+                self.agent.load_weight_arrays(arrays)
+                actor = NumpyActor(self.agent.net)
+            self.actor = actor  # a finished snapshot, swapped in one assignment
+        except (CodecError, ValueError) as exc:
+            self.diag.reject("weights", str(exc)[:200])
+            return
+        self._weights_version = None if version is None else float(version)
+        self.diag.values["weights_version"] = self._weights_version
+
+    def _on_controller(self, msg: Float64MultiArray) -> None:
+        if not self.configured:
+            return
+        from naf_ros.core.lin_gauss_policy import LinearGaussianController
+
+        try:
+            arrays = unpack_arrays(msg)
+            version = arrays.pop("version", None)
+            ctrl = LinearGaussianController.from_arrays(arrays)
+            if ctrl.nx != self.task.obs_dim or ctrl.nu != self.task.act_dim:
+                raise ValueError(
+                    f"controller is for nx={ctrl.nx}, nu={ctrl.nu}; need "
+                    f"{self.task.obs_dim}, {self.task.act_dim}"
+                )
+            if ctrl.horizon < self.T:
+                raise ValueError(f"controller horizon {ctrl.horizon} < episode length {self.T}")
+        except (CodecError, ValueError) as exc:
+            self.diag.reject("ilqg_controller", str(exc)[:200])
+            return
+        with self._cond:
+            self._ilqg = ctrl
+            self._ilqg_version = None if version is None else float(version)
+        self.diag.values["ilqg_version"] = self._ilqg_version
+
+    def _on_progress(self, msg: Float64MultiArray) -> None:
+        """Acknowledgements: trained-on (lockstep pacing) and durable (outbox) per producer.
+
+        Parsed here, judged by :meth:`Producer.on_progress` (a previous run's entry, a
+        restarted learner).
+        """
+        try:
+            f = unpack_arrays(msg, {"producers": None, "last_seq": None})
+            producers = np.atleast_1d(f["producers"])
+            columns = {"last_seq": np.atleast_1d(f["last_seq"])}
+            for key in ("durable_seq", "last_episode"):
+                if key in f:
+                    columns[key] = np.atleast_1d(f[key])
+            if producers.ndim != 1 or any(c.shape != producers.shape for c in columns.values()):
+                raise CodecError("producers and per-producer columns differ in shape")
+            lid = f.get("learner_id")
+            lid = None if lid is None or lid.shape != () else float(lid)
+            if "updates" in f and f["updates"].shape != ():
+                raise CodecError(f"updates: shape {f['updates'].shape}, expected a scalar")
+        except CodecError as exc:
+            self.diag.reject("learner_progress", str(exc)[:200])
+            return
+        hits = np.nonzero(producers == self.params.arm_index)[0]
+        row: dict[str, int] = {}
+        if hits.size:
+            row = {key: int(column[hits[0]]) for key, column in columns.items()}
+        with self._out_lock:
+            self.producer.on_progress(
+                lid, row.get("last_seq"), row.get("durable_seq"), row.get("last_episode")
+            )
+        self._notify()  # lockstep pacing waits for the acknowledgement
+
+    def _publish_effort(
+        self, effort: np.ndarray, state: JointSample
+    ) -> tuple[np.ndarray, tuple[str, ...]]:
+        """Through the safety envelope onto the wire; returns (sent effort, envelope reasons)."""
+        with self._cmd_lock:
+            now = time.monotonic()
+            # Realtime watchdog: the command is as fresh as the joint state it came from.
+            self.envelope.command_received(state.recv if state.recv > 0 else now)
+            safe, reasons = self.envelope.filter(effort, state.q, state.qd, now)
+            self.cmd_pub.publish(Float64MultiArray(data=safe.tolist()))
+        if reasons:
+            self.diag.values.update(self.envelope.diagnostics())
+        return safe, reasons
+
+    def _publish_metric(self, name: str, value: float) -> None:
+        self.metric_pubs[name].publish(Float64(data=float(value)))
+
+    def _update_diag_values(self) -> None:
+        v = self.diag.values
+        v.update(episodes=self.episode, env_steps=self.env_steps, seq=self.producer.seq)
+        v["learner_wait_s"] = round(self._learner_wait_s, 3)
+        with self._out_lock:
+            box = self.producer.outbox
+            v.update(
+                outbox_size=len(box),
+                outbox_overflow=box.overflow,
+                outbox_resent=box.resent,
+                acked_seq=self.producer.acked,
+                durable_seq=self.producer.durable,
+            )
+        if self.cfg.safety.safe_exploration:
+            v["safe_exploration"] = "active" if self.safe_exploration_active else "passed"
+        self._latency_values(v)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script ``naf_policy``: run the node until SIGINT/SIGTERM or until it is done."""
+    return run_node(NafPolicy, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
