@@ -232,8 +232,10 @@ def run_tests(repo: Path, tests: tuple[str, ...], timeout: float) -> tuple[str, 
     except subprocess.TimeoutExpired as exc:
         out = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
         return "timeout", out, time.monotonic() - t0
+    # 1: tests failed; 2: interrupted, e.g. a collection (import) error caused by the mutant.
+    # 3-5 (internal error, usage error such as a missing test file, no tests) are set-up errors.
     status = "passed" if proc.returncode == 0 else "failed"
-    if proc.returncode not in (0, 1):  # 2-5: interrupted, internal or usage error, no tests
+    if proc.returncode not in (0, 1, 2):
         status = f"error (pytest exit {proc.returncode})"
     return status, proc.stdout + proc.stderr, time.monotonic() - t0
 
