@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -304,7 +302,6 @@ def test_reacher_ilqg_improves_return():
     import naf_ros.envs  # noqa: F401  (registers the environments)
     from naf_ros.envs import REACHER_FIXED_ID
 
-    start = time.perf_counter()
     env = gym.make(REACHER_FIXED_ID)
     task = env.unwrapped.task
     rng = np.random.default_rng(0)
@@ -339,4 +336,3 @@ def test_reacher_ilqg_improves_return():
     # measured: -14.6 (random initial controller) -> -2.7 after 6 iterations, ~2 s
     assert returns[-1] > returns[0] + 8.0, returns
     assert returns[-1] > max(returns[:3]), returns
-    assert time.perf_counter() - start < 30.0

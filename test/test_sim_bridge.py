@@ -228,26 +228,29 @@ def test_reset_zeroes_effort_and_diagnostics_say_so(graph):
 
 
 def test_realtime_rate_and_watchdog(graph):
+    """Realtime mode steps on its own timer, one control period per tick, with no commands.
+
+    The rate against the wall clock is printed, not asserted (a loaded machine slows the
+    timer); the assertions are on the bridge's own sim-time stamps and its watchdog report.
+    """
     g = graph
     col = g["js1"]
     assert col.wait_for(20, 10.0)
     n0, t0 = len(col), time.monotonic()
-    time.sleep(1.0)
+    ticks = int(round(1.0 / DT))  # one second of sim time, no command sent meanwhile
+    assert col.wait_for(n0 + ticks, 20.0), "the realtime bridge must step without commands"
     n1, t1 = len(col), time.monotonic()
-    rate = (n1 - n0) / (t1 - t0)
-    print(f"\nrealtime joint_states rate: {rate:.1f} Hz (configured {1 / DT:.0f} Hz)")
-    assert 0.5 / DT < rate < 1.5 / DT
+    print(f"\nrealtime joint_states rate: {(n1 - n0) / (t1 - t0):.1f} Hz (configured {ticks} Hz)")
     msgs = col.snapshot()[n0:n1]
     stamps = [stamp_s(m) for m in msgs]
     assert np.allclose(np.diff(stamps), DT, atol=1e-9), "one control period per tick"
+    assert stamps[-1] - stamps[0] == pytest.approx((len(msgs) - 1) * DT, abs=1e-9)
 
     # A command is held (like ForwardCommandController) ...
     g["cmd1"].publish(command([0.2, 0.0, -0.2]))
     assert col.wait_until(lambda m: list(m[-1].effort) == pytest.approx([0.2, 0.0, -0.2]), 3.0)
     # ... until the watchdog zeroes it after command_timeout (0.3 s) without commands.
-    t_cmd = time.monotonic()
     assert col.wait_until(lambda m: not np.any(m[-1].effort), 3.0)
-    assert time.monotonic() - t_cmd >= 0.2
     diag = g["diag"]
     assert wait_until(
         lambda: any(
@@ -259,6 +262,9 @@ def test_realtime_rate_and_watchdog(graph):
         ),
         5.0,
     )
+    # Not early: the bridge's own measure of the command's age when the watchdog fired.
+    values = diagnostic_values(diag, "/arm1/sim_bridge")
+    assert float(values["watchdog_trip_after_s"]) >= 0.3, values
 
 
 def test_realtime_deactivate_holds_with_zero_effort(graph):
