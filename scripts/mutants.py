@@ -152,8 +152,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "naf_truncation_is_terminal",
         "naf_ros/core/trainer.py",
-        "self.replay.add(obs, action, reward, next_obs, terminated, ep_len)",
-        "self.replay.add(obs, action, reward, next_obs, terminated or truncated, ep_len)",
+        '"terminal": bool(terminated),',
+        '"terminal": bool(terminated or truncated),',
         (NAF,),
         "time-limit truncation stored as terminal (no bootstrap)",
     ),

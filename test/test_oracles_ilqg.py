@@ -31,11 +31,12 @@ import pytest
 
 from naf_ros.core.dynamics import LinearGaussianDynamics
 from naf_ros.core.ilqg import (
-    LinearGaussianController,
     backward_pass,
     ilqg_step,
     quadratize_reward,
+    trajectory_distribution,
 )
+from naf_ros.core.lin_gauss_policy import LinearGaussianController
 
 NX, NU, T = 3, 2, 5
 BOUND = 1e3  # action bounds far away: no clipping, so the optimum is the unconstrained one
@@ -144,7 +145,7 @@ def augmented_riccati(p: dict, old: dict | None = None, eta: float | None = None
 
 
 def quadratized(dyn: LinearGaussianDynamics, p: dict, around: LinearGaussianController):
-    C, c, _, _ = quadratize_reward(reward_derivatives(p), dyn.trajectory_distribution(around))
+    C, c, _, _ = quadratize_reward(reward_derivatives(p), trajectory_distribution(dyn, around))
     return C, c
 
 

@@ -37,7 +37,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from naf_ros.core.dynamics import DynamicsPrior, condition_gaussian, fit_linear_gaussian
+from naf_ros.core.dynamics import DynamicsPrior, fit_linear_gaussian
+from naf_ros.core.linalg import condition_gaussian
 
 NX, NU = 2, 1
 NZ = NX + NU
