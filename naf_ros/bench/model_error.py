@@ -42,11 +42,12 @@ def measure(trainer, starts: int = 200, seed: int = 1) -> dict:
     from naf_ros.core.nn_dynamics import GlobalNNDynamics
     from naf_ros.core.true_model import TrueSimModel
 
-    acc, cfg = trainer.accelerator, trainer.cfg
-    task = acc.task
-    history = list(acc.prior._episodes)  # pooled (x, u, x') per episode, oldest first
+    mbased, cfg = trainer.model_based, trainer.cfg
+    task = mbased.task
+    # pooled (x, u, x') per episode, oldest first
+    history = list(mbased.fit_step.fitter.prior._episodes)
     H = np.stack(history)
-    nx, nu = acc.obs_dim, acc.act_dim
+    nx, nu = trainer.obs_dim, trainer.act_dim
     Xh = np.concatenate([H[:, :, :nx], H[:, -1:, nx + nu :]], axis=1)
     Uh = H[:, :, nx : nx + nu]
     n = cfg.model_based.episodes_per_fit
