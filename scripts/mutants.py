@@ -119,7 +119,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "reg_whole_block",
-        "naf_ros/core/dynamics.py",
+        "naf_ros/core/linalg.py",
         "szz = sigma[:n_in, :n_in] + reg * np.eye(n_in)",
         "szz = sigma[:n_in, :n_in] + reg",
         (PRIOR,),
