@@ -44,8 +44,7 @@ from naf_ros.bringup.params import (
 from naf_ros.bringup.proc_group import PACKAGE_ROOT, ros_child_env
 from naf_ros.bringup.progress import Progress
 from naf_ros.config import ConfigError
-
-RESET_MODES = ("service", "homing")  # naf_policy's (that module needs rclpy to import)
+from naf_ros.ros.names import RESET_MODES
 
 
 def default_config_path() -> Path:

@@ -26,6 +26,8 @@ ESTOP_TOPIC = "estop"
 RESET_SERVICE = "sim/reset"
 PAUSE_SERVICE = "sim/pause"
 DEFAULT_CONTROLLER = "effort_controller"
+# How a policy starts an episode: the simulator's reset service, or homing a real arm.
+RESET_MODES = ("service", "homing")
 
 
 def commands_topic(controller: str = DEFAULT_CONTROLLER) -> str:

@@ -8,10 +8,10 @@ The config schema (``env.*``, ``agent.*``, ...) comes on top through
 
 from __future__ import annotations
 
+from naf_ros.ros.names import RESET_MODES
 from naf_ros.ros.params import Param, at_least, in_range, one_of, positive
 
 MODES = ("lockstep", "realtime")
-RESET_MODES = ("service", "homing")
 
 POLICY_PARAMS: tuple[Param, ...] = (
     Param("mode", "lockstep", str, one_of(*MODES),
