@@ -309,3 +309,27 @@ def test_failed_fit_keeps_the_previous_model(tmp_path):
     finally:
         rclpy.shutdown(context=ctx)
         lease.release()
+
+
+def test_idle_model_nodes_stop_on_sigint_without_writing(tmp_path):
+    """Stopped before any input, the fitter and the explorer exit 0 at once: nothing arrived,
+    so nothing is saved (a shutdown save imported torch and took seconds: launch escalated
+    SIGINT to SIGTERM). With input they do save (checked by the resume tests)."""
+    lease = allocate_domain()
+    run_dir = tmp_path / "run"
+    params = {**PARAMS, "persist": True, "train.run_dir": str(run_dir)}
+    try:
+        procs = [
+            spawn_node(module, lease.domain_id, tmp_path / "logs", params)
+            for module in ("naf_ros.ros.dynamics_fitter", "naf_ros.ros.ilqg_explorer")
+        ]
+        for p in procs:  # each logs its start-up line once it spins
+            ready = ("fitting T=", "explorer ready")
+            assert wait_until(lambda p=p: any(r in p.output() for r in ready), 60), p.output()
+        for p in procs:
+            assert p.stop(20) == 0, p.output()[-2000:]
+        assert not run_dir.exists() or not any(run_dir.glob("*_checkpoint.pt")), list(
+            run_dir.iterdir()
+        )
+    finally:
+        lease.release()

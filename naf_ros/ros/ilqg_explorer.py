@@ -73,6 +73,10 @@ class ILQGExplorerNode(Node):
             self._resume()
         self.create_subscription(Float64MultiArray, MODEL_TOPIC, self._on_model, qos.LATCHED)
         self._refresh_diagnostics()
+        self.get_logger().info(
+            f"iLQG explorer ready: one KL-bounded step per model on {MODEL_TOPIC} "
+            f"(kl_step {self.explorer.optimizer.kl_step:.3g}), controllers on {CONTROLLER_TOPIC}"
+        )
 
     # --- persistence --------------------------------------------------------------------------
     def payload(self) -> dict:
