@@ -451,7 +451,7 @@ def test_launch_file_and_launcher_agree(launch_file, tmp_path, launch_args, laun
 
 def test_reset_modes_match_the_policy_node():
     """The launcher and the launch file offer the modes the policy node accepts."""
-    tree = ast.parse((REPO / "naf_ros" / "ros" / "naf_policy.py").read_text())
+    tree = ast.parse((REPO / "naf_ros" / "ros" / "policy" / "parameters.py").read_text())
     (modes,) = [
         ast.literal_eval(n.value)
         for n in tree.body
