@@ -426,3 +426,33 @@ def test_train_command_records_a_bag_and_a_second_run_warm_starts_from_it(tmp_pa
     err = capsys.readouterr().err.strip()
     assert err.startswith("naf-ros: ") and "\n" not in err
     assert not (tmp_path / "c").exists()
+
+
+# --- bag segments -----------------------------------------------------------------------------
+def test_segments_rotate_and_unclosed_ones_are_set_aside(tmp_path):
+    from naf_ros.bag.reader import read_transitions
+    from naf_ros.bag.segments import SegmentedBag
+    from naf_ros.ros.codec import encode_transition
+
+    def tr(seq: int):
+        return encode_transition(producer=0, seq=seq, episode=0, t=seq, obs=np.zeros(13),
+                                 action=np.zeros(3), reward=0.0, next_obs=np.zeros(13),
+                                 terminal=False, truncated=False)  # fmt: skip
+
+    bag = SegmentedBag(tmp_path / "rec", "transitions")
+    for seq in range(3):
+        assert bag.write("transition", tr(seq), bag.stamp())
+    bag.rotate()
+    bag.write("transition", tr(3), bag.stamp())  # left open: a crash
+    assert bag.segments_closed == 1
+    again = SegmentedBag(tmp_path / "rec", "transitions")
+    assert again.index == 2
+    names = sorted(p.name for p in (tmp_path / "rec").iterdir())
+    assert names == ["transitions_0000", "transitions_0001.incomplete"]
+    assert [t["seq"] for t in read_transitions(tmp_path / "rec" / names[0], 13, 3)] == [0, 1, 2]
+    # An unwritable folder: every write is counted as not recorded, nothing raised.
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    broken = SegmentedBag(blocker / "rec", "transitions")
+    assert not broken.write("transition", tr(0), broken.stamp())
+    assert broken.not_recorded == 1 and broken.errors >= 1 and broken.last_error

@@ -1,4 +1,7 @@
-"""``cpu_affinity``: every thread of a node process (DDS ones included) stays on its CPUs."""
+"""``cpu_affinity``: every thread of a node process (DDS ones included) stays on its CPUs.
+
+The parsing of the CPU list is tested without DDS in test_realtime.py.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +11,7 @@ from pathlib import Path
 import pytest
 from support.ros import allocate_domain, spawn_node, wait_until
 
-from naf_ros.config import ConfigError
-from naf_ros.ros.realtime import parse_cpu_list
-
 pytestmark = pytest.mark.graph  # starts node processes over DDS
-
-
-@pytest.mark.parametrize(
-    "text, cpus",
-    [("", set()), ("1", {1}), ("0,2", {0, 2}), ("0-3", {0, 1, 2, 3}), (" 1 , 3-4 ", {1, 3, 4})],
-)
-def test_parse_cpu_list(text, cpus):
-    assert parse_cpu_list(text) == cpus
-
-
-@pytest.mark.parametrize("text", ["a", "1-", "3-1", "-1", "1.5", "0;1"])
-def test_parse_cpu_list_refuses_junk(text):
-    with pytest.raises(ConfigError, match="cpu_affinity"):
-        parse_cpu_list(text)
 
 
 def _allowed(pid: int) -> dict[str, str]:

@@ -5,18 +5,21 @@ actions). One learner process starts in lockstep mode on a corrupted checkpoint 
 fresh start), takes a clean stream, then bad input; SIGINT makes it checkpoint, and a second
 process resumes from that checkpoint in realtime, model-based mode to check resumption,
 asynchronous learning and imagination rollouts. (Two torch-heavy start-ups, not more, to
-keep the file fast on two busy cores.)
+keep the file fast on two busy cores.) The last test builds the learner node in-process (own
+context, no peers) for its checkpoint and warm-start fallbacks. The core learner it wraps is
+tested without DDS in test_learner.py.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from std_msgs.msg import Float32MultiArray, Float64MultiArray, MultiArrayDimension
+from support.rollouts import fitted_model_message, rollouts
 from support.ros import (
     RosTestNode,
     allocate_domain,
@@ -27,16 +30,8 @@ from support.ros import (
     wait_until,
 )
 
-import naf_ros.envs  # noqa: F401  (registers the reacher)
-from naf_ros.core.dynamics import DynamicsPrior, fit_linear_gaussian
-from naf_ros.core.joint_dynamics import (
-    add_joint_arrays,
-    fit_joint_space,
-    joint_model_from_arrays,
-)
-from naf_ros.envs.task import ReacherTask
 from naf_ros.ros import qos
-from naf_ros.ros.codec import encode_transition, pack_arrays, unpack_arrays
+from naf_ros.ros.codec import encode_transition, unpack_arrays
 from naf_ros.ros.names import (
     DIAGNOSTICS_TOPIC,
     MODEL_TOPIC,
@@ -47,8 +42,6 @@ from naf_ros.ros.names import (
 
 pytestmark = pytest.mark.graph  # starts node processes over DDS
 
-ENV_ID = "NafRos/Reacher3DOFFixed-v0"
-T = 50
 WARMUP, UPD = 64, 2
 SMALL = {
     "agent.hidden": [32, 32],
@@ -59,37 +52,6 @@ SMALL = {
     "checkpoint_every_s": 0.0,
     "train.seed": 1,
 }
-
-
-def rollouts(n_episodes: int, seed: int = 0, producer: int = 0) -> list[dict]:
-    """Real env transitions with temporally correlated random actions, seq from 0."""
-    env = gym.make(ENV_ID)
-    rng = np.random.default_rng(seed)
-    out, seq = [], 0
-    for ep in range(n_episodes):
-        obs, _ = env.reset(seed=seed * 1000 + ep)
-        noise = np.zeros(3)
-        for t in range(T):
-            noise = 0.8 * noise + 0.3 * rng.standard_normal(3)
-            action = np.clip(noise, -1.0, 1.0)
-            nxt, reward, term, trunc, _ = env.step(action)
-            out.append(
-                dict(
-                    producer=producer,
-                    seq=seq,
-                    episode=ep,
-                    t=t,
-                    obs=obs,
-                    action=action,
-                    reward=float(reward),
-                    next_obs=nxt,
-                    terminal=term,
-                    truncated=trunc,
-                )
-            )
-            seq, obs = seq + 1, nxt
-    env.close()
-    return out
 
 
 def encode(tr: dict, **override) -> Float64MultiArray:
@@ -107,78 +69,6 @@ def last_seq(col, producer: int = 0) -> int:
         return -1
     hits = np.nonzero(np.atleast_1d(p["producers"]) == producer)[0]
     return int(np.atleast_1d(p["last_seq"])[hits[0]]) if hits.size else -1
-
-
-# --- the pure parts, without DDS ------------------------------------------------------------------
-def test_sequence_tracker_rules():
-    from naf_ros.core.episodes import SequenceTracker
-
-    tr = SequenceTracker(max_producers=2)
-    assert [tr.check(0, s).status for s in (0, 1, 2)] == ["ok"] * 3
-    v = tr.check(0, 6)
-    assert (v.accepted, v.status, v.missing) == (True, "gap", 3)
-    assert tr.check(0, 4).status == "out_of_order" and tr.check(0, 6).status == "duplicate"
-    assert tr.last_seq(0) == 6 and (tr.gaps, tr.lost) == (1, 3)
-    assert tr.check(1, 2).status == "gap"  # a producer first heard of mid-stream
-    assert tr.check(2, 0).status == "too_many_producers"
-    assert tr.check(0, 0, restart_hint=True).status == "restart" and tr.last_seq(0) == 0
-    state = tr.state_dict()
-    again = SequenceTracker()
-    again.load_state_dict(state)
-    assert again.check(0, 1).status == "ok" and again.check(1, 3).status == "ok"
-
-
-def test_learner_does_il_updates_from_fictional_and_i_from_real(data):
-    """The core learner the node wraps: rollouts from B_old every m transitions once warm,
-    I·l updates from R_f then I from R, the switch-off, and a full state round trip."""
-    from naf_ros.config import config_from_dict
-    from naf_ros.core.learner import Learner
-    from naf_ros.envs.task import ReacherTask
-
-    cfg = config_from_dict(
-        {
-            "agent": {
-                "hidden": [16, 16],
-                "batch_size": 16,
-                "warmup_steps": 16,
-                "updates_per_step": 2,
-            },
-            "model_based": {
-                "enabled": True,
-                "rollout_every": 4,
-                "rollout_batch": 4,
-                "rollout_length": 3,
-                "imagination_off_after": 2,
-            },
-        }
-    )
-    task = ReacherTask()
-    learner = Learner(cfg, 13, 3, T, task.reward, task)
-    for tr in data[:T]:  # one complete episode joins B_f
-        learner.add(tr)
-    assert len(learner.B_f) == 1 and learner.counters.rollouts == 0  # no model yet
-    msg = fitted_model_message(data[:100], 1, joint=True)
-    learner.set_model(joint_model_from_arrays(unpack_arrays(msg), task), 1)
-    assert len(learner.B_old) == 1 and len(learner.B_f) == 0  # B_old <- B_f
-    for tr in data[T : T + 16]:
-        learner.add(tr)
-    assert learner.counters.rollouts == 4 and 0 < len(learner.fictional) <= 4 * 4 * 3
-    assert len(learner.learn()) == 2 * 3 + 2  # I*l from R_f, then I from R
-    for tr in data[T + 16 : 2 * T + 1]:  # the first transition of episode 2 switches it off
-        learner.add(tr)
-    assert learner.counters.episodes == 2 and not learner.imagination_active
-    assert len(learner.learn()) == 2
-    state = learner.state_dict()
-    fresh = Learner(cfg, 13, 3, T, task.reward, task)
-    fresh.load_state_dict(state)
-    assert fresh.agent.updates == learner.agent.updates and len(fresh.replay) == 2 * T + 1
-    assert len(fresh.fictional) == len(learner.fictional) and fresh.model_version == 1
-    assert not fresh.imagination_active and len(fresh.B_f) == 1
-    x = np.array([tr["obs"] for tr in data[:T]])
-    u = np.array([tr["action"] for tr in data[:T]])
-    assert np.array_equal(
-        fresh.model.predict(np.arange(T), x, u), learner.model.predict(np.arange(T), x, u)
-    )
 
 
 # --- one learner process at a time, over DDS ----------------------------------------------------
@@ -319,23 +209,6 @@ def test_bad_input_dropped_counted_and_gap_reported(graph, data):
     assert g.proc.alive()
 
 
-def fitted_model_message(data: list[dict], version: int, joint: bool = False) -> Float64MultiArray:
-    X = np.array(
-        [
-            [tr["obs"] for tr in data[e * T : (e + 1) * T]] + [data[(e + 1) * T - 1]["next_obs"]]
-            for e in range(len(data) // T)
-        ]
-    )
-    U = np.array([[tr["action"] for tr in data[e * T : (e + 1) * T]] for e in range(len(X))])
-    prior = DynamicsPrior()
-    prior.update(X, U)
-    arrays = fit_linear_gaussian(X, U, prior=prior).to_arrays()
-    if joint:
-        add_joint_arrays(arrays, fit_joint_space(ReacherTask(), X, U, DynamicsPrior()))
-    arrays["version"] = float(version)
-    return pack_arrays(arrays)
-
-
 REALTIME_MB = {
     **SMALL,
     "mode": "realtime",
@@ -395,3 +268,84 @@ def test_sigint_checkpoints_then_realtime_model_based_restart_resumes(graph, dat
         f"transitions from {vals['imagination_rollouts']} rollouts"
     )
     assert g.proc.stop(30) == 0, g.proc.log_path.read_text()[-3000:]  # clean while busy
+
+
+# --- the learner node, in-process (its own context, no peers) ----------------------------------
+def make_learner_node(run_dir: Path, **params):
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.parameter import Parameter
+    from support.ros import allocate_domain
+
+    from naf_ros.ros.learner import LearnerNode
+
+    lease, ctx = allocate_domain(), Context()
+    rclpy.init(context=ctx, domain_id=lease.domain_id)
+    overrides = [
+        Parameter(k, value=v)
+        for k, v in {
+            "agent.hidden": [16, 16],
+            "train.run_dir": str(run_dir),
+            "checkpoint_every_s": 0.0,
+            **params,
+        }.items()
+    ]
+    node = LearnerNode(context=ctx, parameter_overrides=overrides)
+
+    def close() -> None:
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+        lease.release()
+
+    return node, close
+
+
+def test_learner_node_falls_back_to_prev_and_skips_a_bad_warm_start_bag(tmp_path):
+    """Node level: corrupt newest checkpoint -> .prev; truncated bag -> one line, no data."""
+    from naf_ros.bag.writer import BagRecorder
+    from naf_ros.ros.codec import encode_transition
+
+    rng = np.random.default_rng(3)
+    good, bad = tmp_path / "good_bag", tmp_path / "bad_bag"
+    for path in (good, bad):
+        with BagRecorder(path) as rec:
+            for seq in range(30):
+                obs = rng.standard_normal(13)
+                rec.write_transition(
+                    encode_transition(producer=0, seq=seq, episode=0, t=seq, obs=obs,
+                                      action=rng.uniform(-1, 1, 3), reward=-1.0, next_obs=obs,
+                                      terminal=False, truncated=False),
+                    stamp_ns=1_000 + seq,
+                )  # fmt: skip
+    (mcap,) = bad.glob("*.mcap")
+    mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])
+
+    run = tmp_path / "run"
+    node, close = make_learner_node(run, **{"bag.warm_start": [str(bad)]})
+    try:
+        assert len(node.learner.replay) == 0  # validated before anything was added
+        level, message = node.diag.status()
+        assert level == b"\x01" and message.startswith("warm start skipped: ")
+        assert "\n" not in message and str(bad) in message
+    finally:
+        close()
+    node, close = make_learner_node(run, **{"bag.warm_start": [str(good)]})
+    try:
+        assert len(node.learner.replay) == 30
+        node.accounts.account(0, 29, 0)
+        assert node.save_checkpoint()
+        node.learner.agent.updates = 7  # something only the newest checkpoint has
+        assert node.save_checkpoint()
+    finally:
+        close()
+    newest = run / "learner_checkpoint.pt"
+    newest.write_bytes(newest.read_bytes()[:100])  # truncated
+    node, close = make_learner_node(run, **{"bag.warm_start": [str(bad)]})
+    try:
+        assert node.resumed and node.checkpoint.loaded_from.name == "learner_checkpoint.pt.prev"
+        assert node.learner.agent.updates == 0 and len(node.learner.replay) == 30
+        assert node.sequencer.expected(0) == 30  # the producer continues after seq 29
+        assert len(list(run.glob("learner_checkpoint.pt.bad-*"))) == 1
+        assert node.diag.status()[0] == b"\x00"  # resumed: no warm start attempted
+    finally:
+        close()

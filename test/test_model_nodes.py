@@ -3,18 +3,19 @@
 Episodes come from real rollouts of ``NafRos/Reacher3DOFFixed-v0`` with smooth random
 actions. The fitter must ignore broken episodes, publish a model after n good ones that
 predicts held-out transitions far better than "nothing moves", and the explorer must turn
-that model into a finite, bounded iLQG controller while dropping bad models.
+that model into a finite, bounded iLQG controller while dropping bad models. The episode
+assembly rules themselves are tested without DDS in test_episodes.py.
 """
 
 from __future__ import annotations
 
 import time
 
-import gymnasium as gym
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import Float64MultiArray
+from support.rollouts import T, episode_arrays
 from support.ros import (
     RosTestNode,
     allocate_domain,
@@ -35,25 +36,8 @@ from naf_ros.ros.names import CONTROLLER_TOPIC, DIAGNOSTICS_TOPIC, MODEL_TOPIC, 
 
 pytestmark = pytest.mark.graph  # starts node processes over DDS
 
-ENV_ID = "NafRos/Reacher3DOFFixed-v0"
-T, N_FIT = 50, 5
+N_FIT = 5
 PARAMS = {"model_based.episodes_per_fit": N_FIT, "train.seed": 2}
-
-
-def episodes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """X (n, T+1, 13), U (n, T, 3), R (n, T) from the real env with OU-like random actions."""
-    env = gym.make(ENV_ID)
-    rng = np.random.default_rng(seed)
-    X, U, R = np.zeros((n, T + 1, 13)), np.zeros((n, T, 3)), np.zeros((n, T))
-    for e in range(n):
-        X[e, 0], _ = env.reset(seed=seed * 1000 + e)
-        noise = np.zeros(3)
-        for t in range(T):
-            noise = 0.8 * noise + 0.3 * rng.standard_normal(3)
-            U[e, t] = np.clip(noise, -1.0, 1.0)
-            X[e, t + 1], R[e, t], *_ = env.step(U[e, t])
-    env.close()
-    return X, U, R
 
 
 class Stream:
@@ -107,7 +91,7 @@ def graph(tmp_path_factory):
         "controllers": probe.collect(Float64MultiArray, CONTROLLER_TOPIC, qos.LATCHED),
         "pub": probe.publisher(Float64MultiArray, TRANSITIONS_TOPIC, qos.TRANSITIONS),
         "model_pub": probe.publisher(Float64MultiArray, MODEL_TOPIC, qos.LATCHED),
-        "data": episodes(N_FIT + 5, seed=4),
+        "data": episode_arrays(N_FIT + 5, seed=4),
     }
     assert probe.wait_for_subscribers(g["pub"], timeout=40), fitter.output()
     # The explorer subscribes to the model topic; so does the probe itself.
@@ -240,44 +224,7 @@ def test_explorer_drops_bad_models_and_keeps_working(graph):
     ), g["explorer"].output()[-3000:]
 
 
-# --- the pure part, without DDS ------------------------------------------------------------------
-def test_episode_assembler_rules():
-    from naf_ros.core.episodes import EpisodeAssembler
-
-    X, U, R = episodes(1, seed=9)
-    asm = EpisodeAssembler(13, 3, T)
-
-    def tr(t, **kw):
-        base = dict(
-            producer=0,
-            episode=0,
-            t=t,
-            obs=X[0, t],
-            action=U[0, t],
-            reward=R[0, t],
-            next_obs=X[0, t + 1],
-            terminal=False,
-            truncated=t == T - 1,
-        )
-        return {**base, **kw}
-
-    out = [asm.feed(tr(t)) for t in range(T)]
-    assert all(ep is None and not r for ep, r in out[:-1])
-    ep, reasons = out[-1]
-    assert not reasons and ep.length == T and np.allclose(ep.obs, X[0]) and ep.ret == R[0].sum()
-    assert asm.feed(tr(3, episode=1)) == (None, ["episode_start_missing"])
-    asm.feed(tr(0, episode=2))
-    assert asm.feed(tr(2, episode=2))[1] == ["episode_step_missing"]
-    asm.feed(tr(0, episode=3))
-    assert asm.feed(tr(1, episode=3, obs=X[0, 1] + 0.1))[1] == ["discontinuous_state"]
-    asm.feed(tr(0, episode=4))
-    assert asm.feed(tr(1, episode=4, truncated=True))[1] == ["episode_too_short"]
-    asm.feed(tr(0, episode=5))
-    assert asm.feed(tr(0, episode=6))[1] == ["incomplete_episode"]
-    assert asm.feed(tr(1, episode=6, reward=np.nan))[1] == ["non_finite_or_shape"]
-    assert asm.completed == 1 and asm.open_episodes == 1
-
-
+# --- the fitter node in-process (its own context, no peers) ------------------------------------
 def test_failed_fit_keeps_the_previous_model(tmp_path):
     """In-process node (own context, no peers): a fit that fails is counted, nothing published."""
     import rclpy
@@ -286,7 +233,7 @@ def test_failed_fit_keeps_the_previous_model(tmp_path):
     from naf_ros.core.episodes import Episode
     from naf_ros.ros.dynamics_fitter import DynamicsFitterNode
 
-    X, U, R = episodes(N_FIT, seed=5)
+    X, U, R = episode_arrays(N_FIT, seed=5)
     ctx, lease = Context(), allocate_domain()
     rclpy.init(context=ctx, domain_id=lease.domain_id)
     try:

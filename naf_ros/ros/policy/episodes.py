@@ -24,6 +24,7 @@ from naf_ros.core.safety import ESTOP, WATCHDOG
 from naf_ros.ros.codec import CONTROLLER_ILQG, CONTROLLER_POLICY, encode_transition
 from naf_ros.ros.names import TRANSITIONS_TOPIC
 from naf_ros.ros.policy.reflex import JointSample
+from naf_ros.ros.policy.state_file import PolicyState
 
 
 class Stopped(Exception):
@@ -34,9 +35,9 @@ class EpisodeWorker:
     """Mixin of :class:`~naf_ros.ros.policy.node.NafPolicy`: the episode thread.
 
     Uses from the node: ``params``, ``cfg``, ``task``, ``actor``, ``noise``, ``rng``,
-    ``envelope``, ``producer``, ``diag``, ``_cond``, ``_out_lock``, the reflex path's
-    ``_next_state``/``_next_reflex``, and the outputs ``_publish_effort``, ``_send_zero``,
-    ``_publish_transition``, ``_publish_metric``, ``_save_state``.
+    ``envelope``, ``producer``, ``diag``, ``_cond``, the reflex path's
+    ``_next_state``/``_next_reflex``, the objects ``transitions``, ``homing`` and
+    ``state_file``, and the outputs ``_publish_effort``, ``_send_zero``, ``_publish_metric``.
     """
 
     def _init_worker(self) -> None:
@@ -101,7 +102,7 @@ class EpisodeWorker:
         while not self._wait(lambda: producer.acked >= need, p.wait_for_learner):
             if time.monotonic() - producer.last_ack_change < p.wait_for_learner:
                 continue
-            with self._out_lock:
+            with self.transitions.lock:
                 producer.stale = True  # until the learner acknowledges something new
             self.diag.values["learner_wait_timeouts"] = (
                 self.diag.values.get("learner_wait_timeouts", 0) + 1
@@ -203,6 +204,11 @@ class EpisodeWorker:
             if self.stop_event is not None:
                 self.stop_event.set()
 
+    def _save_state(self) -> None:
+        """With ``persist``: the counters a restart continues from (see :mod:`.state_file`)."""
+        if self.state_file is not None:
+            self.state_file.save(PolicyState(self.episode, self.env_steps, self._safe_passed))
+
     @property
     def safe_exploration_active(self) -> bool:
         return self.cfg.safety.safe_exploration and not self._safe_passed
@@ -249,7 +255,8 @@ class EpisodeWorker:
     def _begin_episode(self) -> tuple[JointSample, np.ndarray] | None:
         """Bring the arm to an initial state; returns (state, target) or None on failure."""
         if self.params.reset_mode == "homing":
-            return self._home()
+            state = self.homing.home()
+            return None if state is None else (state, self.default_target)
         if not self.reset_client.wait_for_service(timeout_sec=0.0):
             if not self._wait(self.reset_client.service_is_ready, self.params.reset_timeout):
                 self.get_logger().warning("sim/reset is not available", throttle_duration_sec=5.0)
@@ -344,7 +351,7 @@ class EpisodeWorker:
                 return None
             reward = float(self.task.reward(obs, action))
             if train:
-                self._publish_transition(
+                self.transitions.publish(
                     encode_transition(
                         producer=self.params.arm_index,
                         seq=self.producer.seq,

@@ -12,7 +12,14 @@ module holds the lifecycle, the parameters (:mod:`.parameters`), and the wiring:
   safe exploration, lockstep pacing);
 - :mod:`.reflex` — joint states in, and the realtime reflex that commands inside the
   joint-state callback;
-- :mod:`.homing` — a real arm's reset (``reset_mode: homing``).
+- :mod:`.transitions` — transitions out through a :class:`~naf_ros.core.delivery.Producer`
+  until the learner reports them durable, re-sends, and the drain on shutdown (parameters
+  ``resend_timeout``, ``drain_timeout``): no transition lost;
+- :mod:`.estop` — ``estop`` (``std_msgs/Bool``, in the arm's namespace): ``true`` sends zero
+  effort at once and latches it until ``false`` (the bridge has its own latch);
+- :mod:`.homing` — a real arm's reset (``reset_mode: homing``);
+- :mod:`.state_file` — with ``persist``, the episode count and safe-exploration status
+  across restarts.
 
 Safety: nothing is commanded before activation; every command passes a
 :class:`~naf_ros.core.safety.SafetyEnvelope` configured from the ``safety`` section and the
@@ -20,22 +27,9 @@ arm model (per-joint effort limits, soft joint-position limits, velocity limit, 
 realtime mode a watchdog on the joint state the command was computed from); zero effort is
 sent on deactivation, at the end of the run and on SIGINT/SIGTERM (a ForwardCommandController
 holds the last command forever). Transitions record the action the arm actually got.
-E-stop: ``estop`` (``std_msgs/Bool``, in the arm's namespace); ``true`` sends zero effort at
-once and latches it: the episode is aborted and no episode starts until ``false`` is
-published on the same topic (the release; the bridge has its own latch and needs it too).
 ``safety.safe_exploration`` runs training episodes only with the iLQG controller (a zero-mean
 Gaussian one before the first arrives) until an evaluation of the policy reaches
 ``safety.safe_exploration_return``.
-
-No transition lost: a :class:`~naf_ros.core.delivery.Producer` numbers every published
-transition and keeps it in its outbox until the learner reports it durable (``durable_seq``
-on ``/naf/learner_progress``); a learner with a new ``learner_id`` (a restart) gets what it
-lacks re-sent, as does one that has acknowledged nothing for ``resend_timeout`` s; on
-shutdown the node waits up to ``drain_timeout`` s for the learner to have trained on
-everything sent. With ``persist`` the episode count (and safe-exploration status) survive
-restarts in ``<train.run_dir>/naf_policy_<arm_index>_state.pt``; transition episode numbers
-always increase across restarts, which is how the learner tells a restarted producer (new
-sequence from 0) from a re-sent one.
 """
 
 from __future__ import annotations
@@ -43,10 +37,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PointStamped
 from rclpy.duration import Duration
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -78,26 +70,29 @@ from naf_ros.ros.names import (
     metric_topic,
 )
 from naf_ros.ros.params import declare_config, declare_params
-from naf_ros.ros.persist import CheckpointFile
 from naf_ros.ros.policy.episodes import EpisodeWorker
+from naf_ros.ros.policy.estop import Estop
 from naf_ros.ros.policy.homing import HomingReset
 from naf_ros.ros.policy.parameters import POLICY_PARAMS
 from naf_ros.ros.policy.reflex import JointSample, ReflexPath
+from naf_ros.ros.policy.state_file import PolicyStateFile
+from naf_ros.ros.policy.transitions import TransitionsOut
 from naf_ros.ros.realtime import LatestOnly, SideNode, raise_priority
 from naf_ros.ros.runtime import autostart, guarded, run_node
 
 NODE_NAME = "naf_policy"
-STATE_KIND = "naf_ros-policy-state"
 RESEND_PERIOD_S = 0.2
 
 
-class NafPolicy(EpisodeWorker, ReflexPath, HomingReset, LifecycleNode):
+class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
     """Lifecycle node running NAF episodes on one arm (simulated or real).
 
-    The mixins hold the node's jobs (module docstring); each one's ``_init_*`` sets up the
-    state it owns, and they share what this class sets up: ``params``, ``cfg``, ``diag``,
-    the task/agent/envelope from configuration, the condition ``_cond`` (inputs and the
-    worker's waits) and the locks below.
+    The two mixins are the episode loop and its joint-state input (module docstring); each
+    one's ``_init_*`` sets up the state it owns, and they share what this class sets up:
+    ``params``, ``cfg``, ``diag``, the task/agent/envelope from configuration, the condition
+    ``_cond`` (inputs and the worker's waits) and the locks below. The smaller jobs are
+    objects the node owns and hands what they need: ``transitions`` (out, with their
+    acknowledgements), ``estop``, ``homing`` and ``state_file``.
     """
 
     def __init__(self, **kwargs) -> None:
@@ -120,7 +115,6 @@ class NafPolicy(EpisodeWorker, ReflexPath, HomingReset, LifecycleNode):
         self._cond = threading.Condition()
         self._agent_lock = threading.Lock()
         self._cmd_lock = threading.Lock()  # a command and the e-stop's zero never interleave
-        self._out_lock = threading.Lock()  # the producer + transition publisher
         self._weights_loader: LatestOnly | None = None
         self._state_io: SideNode | None = None
         self._target: np.ndarray | None = None
@@ -131,10 +125,14 @@ class NafPolicy(EpisodeWorker, ReflexPath, HomingReset, LifecycleNode):
         self.producer = Producer(
             p.outbox_capacity, p.resend_timeout, p.resend_batch, self.get_logger().warning
         )
-        self._layout = None  # every transition message shares one layout
+        self.transitions = TransitionsOut(
+            self.producer, p.arm_index, p.startup_subscribers,
+            self.get_subscriptions_info_by_topic, self.diag, self.get_logger(),
+        )  # fmt: skip
         self.envelope: SafetyEnvelope | None = None
-        self.state_file: CheckpointFile | None = None
-        self.homing: Homing | None = None
+        self.estop: Estop | None = None
+        self.state_file: PolicyStateFile | None = None
+        self.homing: HomingReset | None = None
         self.configured = False
         self._init_worker()
         self._init_reflex()
@@ -160,7 +158,7 @@ class NafPolicy(EpisodeWorker, ReflexPath, HomingReset, LifecycleNode):
         self.T = episode_steps(cfg.env)
         if len(p.home_position) != self.n:
             raise ConfigError(f"home_position: needs {self.n} values, got {p.home_position}")
-        self.homing = Homing(
+        homing_rule = Homing(
             np.asarray(p.home_position, dtype=float), p.homing_kp, p.homing_kd,
             p.homing_tolerance, p.homing_velocity_tolerance, p.homing_timeout,
         )  # fmt: skip
@@ -196,6 +194,15 @@ class NafPolicy(EpisodeWorker, ReflexPath, HomingReset, LifecycleNode):
         self.trans_pub = self.create_publisher(
             Float64MultiArray, TRANSITIONS_TOPIC, qos.TRANSITIONS
         )
+        self.transitions.pub = self.trans_pub
+        self.homing = HomingReset(
+            homing_rule, self.cmd_pub, self.envelope, self.diag, self.get_logger(),
+            self._publish_effort, self._send_zero, self._wait, self._next_state,
+        )  # fmt: skip
+        self.estop = Estop(
+            self.envelope, self._cmd_lock, self._publish_zero, self.diag, self.get_logger(),
+            self._notify,
+        )  # fmt: skip
         self.metric_pubs = {
             m: self.create_publisher(Float64, metric_topic(m), qos.METRICS) for m in POLICY_METRICS
         }
@@ -216,12 +223,13 @@ class NafPolicy(EpisodeWorker, ReflexPath, HomingReset, LifecycleNode):
         self.reset_client = self.create_client(Trigger, RESET_SERVICE)
         self.create_timer(RESEND_PERIOD_S, self._on_resend_timer)
         if p.persist:
-            self.state_file = CheckpointFile(
-                Path(cfg.train.run_dir) / f"naf_policy_{p.arm_index}_state.pt",
-                self.get_logger().error,
+            self.state_file = PolicyStateFile(
+                cfg.train.run_dir, p.arm_index, self.diag, self.get_logger()
             )
-            self.state_file.load(self._apply_state)
-            if self.state_file.loaded_from is not None:
+            saved = self.state_file.load()
+            if saved is not None:
+                self.episode, self.env_steps = saved.episode, saved.env_steps
+                self._safe_passed = saved.safe_passed
                 self.get_logger().info(
                     f"resumed at episode {self.episode} ({self.env_steps} steps) from "
                     f"{self.state_file.loaded_from}"
@@ -268,7 +276,11 @@ class NafPolicy(EpisodeWorker, ReflexPath, HomingReset, LifecycleNode):
     def _send_zero(self) -> None:
         if self.configured:
             with self._cmd_lock:
-                self.cmd_pub.publish(Float64MultiArray(data=[0.0] * self.n))
+                self._publish_zero()
+
+    def _publish_zero(self) -> None:
+        """Zero effort onto the wire; the caller holds ``_cmd_lock``."""
+        self.cmd_pub.publish(Float64MultiArray(data=[0.0] * self.n))
 
     def _safety_limits(self) -> SafetyLimits:
         """The ``safety`` section on top of the arm model; one-line ConfigError if invalid."""
@@ -293,103 +305,16 @@ class NafPolicy(EpisodeWorker, ReflexPath, HomingReset, LifecycleNode):
 
     def _on_estop(self, msg: Bool) -> None:
         """``true``: zero effort now and latch it; ``false``: release (see module docstring)."""
-        if not self.configured:
-            return
-        if msg.data:
-            with self._cmd_lock:
-                engaged = not self.envelope.estopped
-                self.envelope.engage_estop("estop topic")
-                self.cmd_pub.publish(Float64MultiArray(data=[0.0] * self.n))
-            if engaged:
-                self.get_logger().warning("e-stop: zero effort; waiting for estop=false")
-            self.diag.problem("estop", DiagnosticStatus.WARN, "e-stop engaged")
-        elif self.envelope.estopped:
-            with self._cmd_lock:
-                self.envelope.release_estop()
-            self.diag.clear("estop")
-            self.get_logger().info("e-stop released")
-        self.diag.values.update(self.envelope.diagnostics())
-        self._notify()
-
-    def _apply_state(self, p: dict) -> None:
-        if p.get("kind") != STATE_KIND or int(p["arm_index"]) != self.params.arm_index:
-            raise ValueError(f"not this arm's policy state ({p.get('kind')!r})")
-        episode, steps, passed = int(p["episode"]), int(p["env_steps"]), bool(p["safe_passed"])
-        self.episode, self.env_steps, self._safe_passed = episode, steps, passed
-
-    def _save_state(self) -> None:
-        if self.state_file is None:
-            return
-        ok = self.state_file.save(
-            {
-                "kind": STATE_KIND,
-                "arm_index": self.params.arm_index,
-                "episode": self.episode,
-                "env_steps": self.env_steps,
-                "safe_passed": self._safe_passed,
-            }
-        )
-        if ok:
-            self.diag.clear("state")
-        else:
-            self.diag.problem(
-                "state", DiagnosticStatus.WARN, f"state not saved: {self.state_file.last_error}"
-            )
-            self.get_logger().warning(
-                f"state not saved: {self.state_file.last_error}", throttle_duration_sec=30.0
-            )
-        self.diag.values.update(self.state_file.diagnostics("state"))
-
-    # --- transitions out, acknowledgements in (the rules: core.delivery.Producer) -----------
-    def _publish_transition(self, msg: Float64MultiArray, episode: int) -> None:
-        """Publish transition number ``producer.seq`` (encoded into ``msg``) and keep it."""
-        with self._out_lock:
-            if self._layout is None:
-                self._layout = msg.layout
-            box = self.producer.outbox
-            if not self.producer.add(episode, np.asarray(msg.data, dtype=np.float64)):
-                self.diag.problem(
-                    "outbox",
-                    DiagnosticStatus.WARN,
-                    f"outbox full: {box.overflow} unacknowledged transitions dropped",
-                )
-                self.get_logger().warning(
-                    f"outbox full ({box.capacity}): dropped the oldest unacknowledged "
-                    f"transition [{box.overflow} so far]; is the learner checkpointing?",
-                    throttle_duration_sec=10.0,
-                )
-            self.trans_pub.publish(msg)
-
-    def _learner_subscribed(self) -> bool:
-        """A learner subscribes to /naf/transitions and our publisher has matched it."""
-        infos = self.get_subscriptions_info_by_topic(TRANSITIONS_TOPIC)
-        wanted = set(self.params.startup_subscribers) or {i.node_name for i in infos}
-        present = {i.node_name for i in infos}
-        return bool(wanted & present) and self.trans_pub.get_subscription_count() >= len(infos)
+        if self.configured:
+            self.estop.on_message(msg.data)
 
     def _on_resend_timer(self) -> None:
-        """Re-send what a (re)started or silent learner lacks, in bounded batches."""
-        if not self.configured:
-            return
-        with self._out_lock:
-            batch = self.producer.due_resend(
-                lambda: self._layout is not None and self._learner_subscribed()
-            )
-            for entry in batch:
-                self.trans_pub.publish(Float64MultiArray(layout=self._layout, data=entry.data))
-            if batch:
-                self.diag.values["outbox_resent"] = self.producer.outbox.resent
+        if self.configured:
+            self.transitions.resend()
 
     def drained(self) -> bool:
         """True once the learner has trained on everything sent (or there is no learner)."""
-        if not self.configured or self.producer.seq == 0:
-            return True
-        with self._out_lock:
-            unacked = self.producer.unacked()
-        if not unacked:
-            return True
-        infos = self.get_subscriptions_info_by_topic(TRANSITIONS_TOPIC)
-        return not (set(self.params.startup_subscribers) & {i.node_name for i in infos})
+        return not self.configured or self.transitions.drained()
 
     # --- inputs (executor thread) -------------------------------------------------------------
     def _on_target(self, msg: PointStamped) -> None:
@@ -453,36 +378,9 @@ class NafPolicy(EpisodeWorker, ReflexPath, HomingReset, LifecycleNode):
         self.diag.values["ilqg_version"] = self._ilqg_version
 
     def _on_progress(self, msg: Float64MultiArray) -> None:
-        """Acknowledgements: trained-on (lockstep pacing) and durable (outbox) per producer.
-
-        Parsed here, judged by :meth:`Producer.on_progress` (a previous run's entry, a
-        restarted learner).
-        """
-        try:
-            f = unpack_arrays(msg, {"producers": None, "last_seq": None})
-            producers = np.atleast_1d(f["producers"])
-            columns = {"last_seq": np.atleast_1d(f["last_seq"])}
-            for key in ("durable_seq", "last_episode"):
-                if key in f:
-                    columns[key] = np.atleast_1d(f[key])
-            if producers.ndim != 1 or any(c.shape != producers.shape for c in columns.values()):
-                raise CodecError("producers and per-producer columns differ in shape")
-            lid = f.get("learner_id")
-            lid = None if lid is None or lid.shape != () else float(lid)
-            if "updates" in f and f["updates"].shape != ():
-                raise CodecError(f"updates: shape {f['updates'].shape}, expected a scalar")
-        except CodecError as exc:
-            self.diag.reject("learner_progress", str(exc)[:200])
-            return
-        hits = np.nonzero(producers == self.params.arm_index)[0]
-        row: dict[str, int] = {}
-        if hits.size:
-            row = {key: int(column[hits[0]]) for key, column in columns.items()}
-        with self._out_lock:
-            self.producer.on_progress(
-                lid, row.get("last_seq"), row.get("durable_seq"), row.get("last_episode")
-            )
-        self._notify()  # lockstep pacing waits for the acknowledgement
+        """Acknowledgements from the learner (:meth:`TransitionsOut.on_progress`)."""
+        if self.transitions.on_progress(msg):
+            self._notify()  # lockstep pacing waits for the acknowledgement
 
     def _publish_effort(
         self, effort: np.ndarray, state: JointSample
@@ -505,15 +403,7 @@ class NafPolicy(EpisodeWorker, ReflexPath, HomingReset, LifecycleNode):
         v = self.diag.values
         v.update(episodes=self.episode, env_steps=self.env_steps, seq=self.producer.seq)
         v["learner_wait_s"] = round(self._learner_wait_s, 3)
-        with self._out_lock:
-            box = self.producer.outbox
-            v.update(
-                outbox_size=len(box),
-                outbox_overflow=box.overflow,
-                outbox_resent=box.resent,
-                acked_seq=self.producer.acked,
-                durable_seq=self.producer.durable,
-            )
+        v.update(self.transitions.diagnostics())
         if self.cfg.safety.safe_exploration:
             v["safe_exploration"] = "active" if self.safe_exploration_active else "passed"
         self._latency_values(v)
