@@ -270,8 +270,8 @@ def test_idle_model_nodes_stop_on_sigint_without_writing(tmp_path):
             spawn_node(module, lease.domain_id, tmp_path / "logs", params)
             for module in ("naf_ros.ros.dynamics_fitter", "naf_ros.ros.ilqg_explorer")
         ]
+        ready = ("fitting T=", "explorer ready")
         for p in procs:  # each logs its start-up line once it spins
-            ready = ("fitting T=", "explorer ready")
             assert wait_until(lambda p=p: any(r in p.output() for r in ready), 60), p.output()
         for p in procs:
             assert p.stop(20) == 0, p.output()[-2000:]
