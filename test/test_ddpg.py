@@ -374,3 +374,58 @@ def test_ddpg_learns_the_fixed_target_reacher(tmp_path):
     assert precision["steps"] == 10 and precision["episodes"] == 3
     assert 0.0 <= precision["tip_distance_mean"] < 0.15
     assert np.isfinite(precision["tip_speed_mean"]) and precision["tip_speed_std"] >= 0.0
+
+
+# --- precision measured in the trainer's evaluation ----------------------------------------------
+def test_evaluation_precision_is_tip_distance_and_speed_from_forward_kinematics(tmp_path):
+    """The last-10-step statistics against the arm's own forward kinematics of the joints."""
+    from naf_ros.core.trainer import Trainer
+
+    cfg = config_from_dict(
+        {
+            "env": {"id": "NafRos/Reacher3DOFFixed-v0"},
+            "agent": {"algorithm": "ddpg", "hidden": [8, 8]},
+            "train": {"seed": 3, "progress": False},
+        }
+    )
+    trainer = Trainer(cfg, run_dir=tmp_path, log=None)
+    with torch.no_grad():  # a policy that moves the arm, so speeds are not all zero
+        trainer.agent.net.actor.out.bias.copy_(torch.tensor([0.8, -0.6, 0.4]))
+    trainer.evaluate(2)
+    got = trainer.last_eval_precision
+    env = trainer.eval_env.unwrapped
+    dists, speeds = [], []
+    for i in range(2):
+        obs, _ = trainer.eval_env.reset(seed=3 + 10_000 + i)
+        tips = [env.task.fingertip(env.sim.joint_positions())]
+        episode = []
+        done = False
+        while not done:
+            action = trainer.scaler.to_env(trainer.agent.act(obs))
+            obs, _, terminated, truncated, _ = trainer.eval_env.step(action)
+            tips.append(env.task.fingertip(env.sim.joint_positions()))
+            episode.append(np.linalg.norm(tips[-1] - env.sim.target))
+            done = terminated or truncated
+        dists += episode[-10:]
+        speeds += list(np.linalg.norm(np.diff(tips[-11:], axis=0), axis=1) / env.sim.control_dt)
+    assert got["steps"] == 10 and got["episodes"] == 2
+    assert got["tip_distance_mean"] == pytest.approx(np.mean(dists), rel=1e-9)
+    assert got["tip_distance_std"] == pytest.approx(np.std(dists), rel=1e-9)
+    assert got["tip_speed_mean"] == pytest.approx(np.mean(speeds), rel=1e-9)
+    assert got["tip_speed_std"] == pytest.approx(np.std(speeds), rel=1e-9)
+    assert got["tip_speed_mean"] > 1e-3
+
+
+def test_gymnasium_reacher_fingertip_is_a_fresh_copy_each_step():
+    import gymnasium as gym
+
+    from naf_ros.core.trainer import fingertip_position
+
+    env = gym.make("Reacher-v5")
+    obs, _ = env.reset(seed=0)
+    first = fingertip_position(env, obs)
+    obs, *_ = env.step(np.ones(2))
+    second = fingertip_position(env, obs)
+    np.testing.assert_allclose(second, obs[4:6] + obs[8:10], atol=1e-9)  # target + (tip - target)
+    assert np.linalg.norm(second - first) > 1e-4
+    env.close()

@@ -62,7 +62,7 @@ def fingertip_position(env: Any, obs: np.ndarray) -> np.ndarray:
         return obs[task.target_slice] + obs[task.delta_slice]
     if hasattr(base, "get_body_com"):
         try:
-            return np.asarray(base.get_body_com("fingertip")[:2], dtype=np.float64)
+            return np.array(base.get_body_com("fingertip")[:2], dtype=np.float64)  # a copy
         except (KeyError, ValueError):
             pass
     return np.full(2, np.nan)
