@@ -44,10 +44,14 @@ class EnvConfig:
 
 @dataclass
 class AgentConfig:
+    # naf: Q from the normalized advantage function (the paper's method); ddpg: deterministic
+    # actor + Q critic (the paper's Table 1 baseline), same hidden sizes, I, tau and Adam.
+    algorithm: str = field(default="naf", metadata=_choice("naf", "ddpg"))
     hidden: list = field(default_factory=lambda: [200, 200])
     shared_trunk: bool = False
     batch_norm: bool = False
     lr: float = field(default=1e-3, metadata=POS)
+    actor_lr: float | None = field(default=None, metadata=POS)  # ddpg's actor; None: lr
     gamma: float = field(default=0.98, metadata=GAMMA)
     tau: float = field(default=0.005, metadata=TAU)
     batch_size: int = field(default=64, metadata=POS_INT)
@@ -210,6 +214,11 @@ def config_from_dict(data: dict | None) -> Config:
     cfg = Config(**sections)
     if cfg.agent.hidden == [] or not all(isinstance(h, int) and h > 0 for h in cfg.agent.hidden):
         raise ConfigError(f"agent.hidden: {cfg.agent.hidden!r} must be a list of integers > 0")
+    if cfg.agent.algorithm == "ddpg" and cfg.exploration.kind == "precision":
+        raise ConfigError(
+            "exploration.kind: 'precision' needs NAF's P(x), which agent.algorithm 'ddpg' does "
+            "not have; use ou, gaussian or none"
+        )
     return cfg
 
 

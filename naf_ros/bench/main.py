@@ -1,8 +1,9 @@
 """The dispatcher behind ``naf-ros bench`` and ``python -m naf_ros.bench``.
 
-Why separate: ``graph`` and ``model-error`` have option sets of their own, so the suite name
-decides which parser reads the rest of the command line; each suite's module is imported
-only when that suite runs (the graph suite needs rclpy, the others torch).
+Why separate: ``graph``, ``model-error``, ``precision`` and ``table1`` have option sets of
+their own, so the suite name decides which parser reads the rest of the command line; each
+suite's module is imported only when that suite runs (the graph suite needs rclpy, the
+others torch).
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ def main(argv: list[str] | None = None) -> int:
         from naf_ros.bench.model_error import main as model_error_main
 
         return model_error_main(argv[1:])
+    if argv[:1] == ["precision"]:  # NAF vs DDPG tip precision (its own options)
+        from naf_ros.bench.precision import main as precision_main
+
+        return precision_main(argv[1:])
+    if argv[:1] == ["table1"]:  # the paper's Table 1, NAF vs DDPG (its own options)
+        from naf_ros.bench.table1 import main as table1_main
+
+        return table1_main(argv[1:])
     if argv[:1] == ["graph"]:  # the graph suite has its own options (see --help there)
         from naf_ros.bench.graph.harness import build_parser as graph_parser
         from naf_ros.bench.graph.suite import main as graph_main

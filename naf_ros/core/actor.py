@@ -1,5 +1,8 @@
 """μ(x) and L(x) of a :class:`~naf_ros.core.networks.NAFNetwork` in plain numpy.
 
+The same snapshot serves DDPG's actor (:class:`~naf_ros.core.ddpg.DDPGNetworks`): its μ is one
+plain MLP with a tanh output, and it has no L(x) (precision noise is a config error there).
+
 Why: acting evaluates one state at a time, and for a 2×200 network torch's per-operator
 dispatch costs several times the arithmetic (about 0.3 ms against 0.03 ms here). A node that
 must answer a joint state within a control period acts through this snapshot; learning stays
@@ -11,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
+from naf_ros.core.ddpg import DDPGNetworks
 from naf_ros.core.networks import GroupedBatchNorm, GroupedLinear, NAFNetwork
 
 V, MU, L = 0, 1, 2  # head order in NAFNetwork
@@ -23,8 +27,12 @@ class NumpyActor:
     whenever the network's weights change.
     """
 
-    def __init__(self, net: NAFNetwork) -> None:
+    def __init__(self, net: NAFNetwork | DDPGNetworks) -> None:
         self.act_dim = net.act_dim
+        self.has_lower = isinstance(net, NAFNetwork)
+        if isinstance(net, DDPGNetworks):
+            self._init_ddpg(net)
+            return
         self.max_log_diag = net.max_log_diag
         self.n_trunks = net.n_trunks
         self._layers: list[tuple[str, tuple[np.ndarray, ...]]] = []
@@ -46,6 +54,26 @@ class NumpyActor:
         self._rows, self._cols = np.tril_indices(self.act_dim)
         self._diag = self._rows == self._cols
 
+    def _init_ddpg(self, net: DDPGNetworks) -> None:
+        """DDPG's actor as a one-trunk network with only the μ head filled in."""
+        self.n_trunks = 1
+        self._layers = []
+        for layer in net.actor.body:
+            if isinstance(layer, nn.Linear):
+                self._layers.append(("linear", (_np(layer.weight).T[None], _np(layer.bias)[None])))
+            elif isinstance(layer, nn.BatchNorm1d):
+                scale = _np(layer.weight) / np.sqrt(_np(layer.running_var) + layer.eps)
+                shift = _np(layer.bias) - _np(layer.running_mean) * scale
+                self._layers.append(("affine", (scale[None], shift[None])))
+            elif isinstance(layer, nn.ReLU):
+                self._layers.append(("relu", ()))
+            else:
+                raise TypeError(f"NumpyActor: unsupported layer {type(layer).__name__}")
+        w, b = _np(net.actor.out.weight).T, _np(net.actor.out.bias)
+        self._head_w = np.zeros((3,) + w.shape)
+        self._head_b = np.zeros((3,) + b.shape)
+        self._head_w[MU], self._head_b[MU] = w, b
+
     def _head(self, obs: np.ndarray, head: int) -> np.ndarray:
         g = 0 if self.n_trunks == 1 else head
         h = obs
@@ -63,6 +91,8 @@ class NumpyActor:
         return np.tanh(out[: self.act_dim])
 
     def lower(self, obs: np.ndarray) -> np.ndarray:
+        if not self.has_lower:
+            raise ValueError("L(x) needs a NAF network; DDPG's actor has none")
         raw = self._head(np.asarray(obs, np.float64), L)[: self._n_l]
         b = self.max_log_diag
         entries = np.where(self._diag, np.exp(b * np.tanh(raw / b)), raw)

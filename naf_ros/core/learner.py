@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from naf_ros.config import Config
+from naf_ros.core.agents import make_agent
 from naf_ros.core.dynamics import LinearGaussianDynamics
 from naf_ros.core.imagination import RolloutNoise, imagine
 from naf_ros.core.joint_dynamics import JointSpaceDynamics
 from naf_ros.core.model_fit import model_from_arrays
-from naf_ros.core.naf import NAFAgent
 from naf_ros.core.replay import ReplayBuffer
 
 STATE_FORMAT = 2  # B_f/B_old as per-episode start states (format 1: a ring of states)
@@ -71,7 +71,7 @@ class Learner:
         self.task = task  # rebuilds a checkpointed joint-space model
         mb = cfg.model_based
         self.rng = rng if rng is not None else np.random.default_rng(cfg.train.seed)
-        self.agent = NAFAgent(obs_dim, act_dim, cfg.agent, seed=cfg.train.seed)
+        self.agent = make_agent(cfg.agent, obs_dim, act_dim, seed=cfg.train.seed)
         self.replay = ReplayBuffer(obs_dim, act_dim, cfg.agent.replay_capacity)
         self.fictional = ReplayBuffer(obs_dim, act_dim, mb.imagination_capacity)
         self.B_f: deque[np.ndarray] = deque(maxlen=mb.episodes_per_fit)
@@ -190,7 +190,7 @@ class Learner:
         if mb.imagination_noise == "exploration":
             noise = RolloutNoise(
                 ex.kind, len(x0), self.act_dim, ex.scale, ex.ou_theta, self.rng,
-                lower=self.agent.lower_batch,
+                lower=getattr(self.agent, "lower_batch", None),  # NAF's L(x); DDPG: none
             )  # fmt: skip
         batch = imagine(
             self.model, self.agent.mu_batch, self.reward, x0, t, mb.rollout_length, horizon,

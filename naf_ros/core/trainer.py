@@ -49,6 +49,42 @@ def _finite(*values) -> bool:
     return all(np.isfinite(np.asarray(v, dtype=np.float64)).all() for v in values)
 
 
+PRECISION_STEPS = 10  # evaluation precision: the last k steps of each episode
+
+
+def fingertip_position(env: Any, obs: np.ndarray) -> np.ndarray:
+    """The fingertip's xy: from the task's forward kinematics as the observation carries it
+    (target + tip-to-target), or Gymnasium Reacher's ``fingertip`` body; NaN otherwise."""
+    base = getattr(env, "unwrapped", env)
+    task = getattr(base, "task", None)
+    if task is not None and hasattr(task, "delta_slice"):
+        obs = np.asarray(obs, dtype=np.float64)
+        return obs[task.target_slice] + obs[task.delta_slice]
+    if hasattr(base, "get_body_com"):
+        try:
+            return np.array(base.get_body_com("fingertip")[:2], dtype=np.float64)  # a copy
+        except (KeyError, ValueError):
+            pass
+    return np.full(2, np.nan)
+
+
+def control_period(env: Any) -> float:
+    """Seconds per environment step (MuJoCo ``dt``, or the 3-DOF reacher's control period)."""
+    base = getattr(env, "unwrapped", env)
+    sim = getattr(base, "sim", None)
+    if sim is not None and hasattr(sim, "control_dt"):
+        return float(sim.control_dt)
+    return float(getattr(base, "dt", 1.0))
+
+
+def _mean_std(name: str, values: list[float]) -> dict[str, float | None]:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return {f"{name}_mean": None, f"{name}_std": None}
+    return {f"{name}_mean": float(v.mean()), f"{name}_std": float(v.std())}
+
+
 def checkpoint_payload(
     cfg: Config, learner: Learner, counters: Counters, noise: Any, model_based: Any = None
 ) -> dict:
@@ -110,6 +146,7 @@ class Trainer:
         self._env_seeded = False
         self.recorder: TransitionRecorder | None = None
         self._seq = 0
+        self.last_eval_precision: dict | None = None
 
     # --- episodes ----------------------------------------------------------------------------
     def run_episode(self) -> dict:
@@ -192,12 +229,22 @@ class Trainer:
         return losses
 
     def evaluate(self, episodes: int | None = None) -> tuple[float, float]:
-        """Deterministic (noise-free mu) episodes, as the paper's test return."""
+        """Deterministic (noise-free mu) episodes, as the paper's test return.
+
+        Also measures precision (paper §6.1: DDPG's tip keeps fluctuating around the target,
+        NAF's settles): tip distance and tip speed over the last ``PRECISION_STEPS`` steps of
+        each episode, pooled into ``self.last_eval_precision`` (mean and standard deviation).
+        """
         n = episodes or self.cfg.train.eval_episodes
         returns, tips = [], []
+        last_dist: list[float] = []
+        last_speed: list[float] = []
+        dt = control_period(self.eval_env)
         for i in range(n):
             obs, info = self.eval_env.reset(seed=self.cfg.train.seed + 10_000 + i)
             total, tip = 0.0, float("nan")
+            dists: list[float] = []
+            positions = [fingertip_position(self.eval_env, obs)]
             while True:
                 obs, reward, terminated, truncated, info = self.eval_env.step(
                     self.scaler.to_env(self.agent.act(obs))
@@ -207,10 +254,22 @@ class Trainer:
                     break
                 total += float(reward)
                 tip = tip_distance(info, obs)
+                dists.append(tip)
+                positions.append(fingertip_position(self.eval_env, obs))
                 if terminated or truncated:
                     break
             returns.append(total)
             tips.append(tip)
+            k = PRECISION_STEPS
+            last_dist.extend(dists[-k:])
+            moves = np.diff(np.asarray(positions[-(k + 1) :]), axis=0)
+            last_speed.extend((np.linalg.norm(moves, axis=-1) / dt).tolist())
+        self.last_eval_precision = {
+            "steps": PRECISION_STEPS,
+            "episodes": n,
+            **_mean_std("tip_distance", last_dist),
+            **_mean_std("tip_speed", last_speed),
+        }
         return float(np.mean(returns)), float(np.nanmean(tips)) if np.isfinite(
             tips
         ).any() else float("nan")
@@ -311,6 +370,7 @@ class Trainer:
         ep5, best = episodes_to_within(eps, rets)
         summary = {
             "env": self.cfg.env.id,
+            "algorithm": self.cfg.agent.algorithm,
             "seed": self.cfg.train.seed,
             "episodes": self.counters.episodes,
             "env_steps": self.counters.env_steps,
@@ -325,6 +385,7 @@ class Trainer:
             "updates_per_s": self.agent.updates / max(self.counters.update_seconds, 1e-9),
             "wall_s": wall,
             "eval_curve": {"episode": eps, "return": rets, "tip_distance": tips},
+            "final_eval_precision": self.last_eval_precision,
         }
         if self.model_based is not None:
             summary["model_based"] = self.model_based.summary(self.learner)
@@ -332,7 +393,7 @@ class Trainer:
         plot_curves(
             {"eval return": (eps, rets)},
             self.run_dir / "learning_curve.png",
-            f"NAF on {self.cfg.env.id} (seed {self.cfg.train.seed})",
+            f"{self.cfg.agent.algorithm.upper()} on {self.cfg.env.id} (seed {self.cfg.train.seed})",
         )
         self.env.close()
         self.eval_env.close()

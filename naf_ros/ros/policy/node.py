@@ -144,7 +144,7 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         import torch
 
-        from naf_ros.core.naf import NAFAgent
+        from naf_ros.core.agents import make_agent
         from naf_ros.core.noise import make_noise
         from naf_ros.envs.task import ArmModel, ReacherTask
 
@@ -182,7 +182,7 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
         torch.set_num_threads(cfg.train.torch_threads)
         seed = cfg.train.seed + p.arm_index
         self.rng = np.random.default_rng(seed)
-        self.agent = NAFAgent(self.task.obs_dim, self.task.act_dim, cfg.agent, seed=seed)
+        self.agent = make_agent(cfg.agent, self.task.obs_dim, self.task.act_dim, seed=seed)
         self.actor = NumpyActor(self.agent.net)  # acting path; rebuilt on every new weight set
         ex = cfg.exploration
         self.noise = make_noise(

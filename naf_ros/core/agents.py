@@ -1,0 +1,23 @@
+"""The agent factory: ``agent.algorithm`` picks NAF or DDPG behind one interface.
+
+Why a factory: the learner, the trainer and the policy node only use what both agents share
+(``update``, ``act``, ``mu_batch``, ``state_dict``, ``weight_arrays`` ...), so the one place
+that knows which class to build is here, and the comparison runs on identical plumbing.
+"""
+
+from __future__ import annotations
+
+from naf_ros.config import AgentConfig
+from naf_ros.core.ddpg import DDPGAgent
+from naf_ros.core.naf import NAFAgent
+
+ALGORITHMS = ("naf", "ddpg")
+
+
+def make_agent(cfg: AgentConfig, obs_dim: int, act_dim: int, seed: int = 0) -> NAFAgent | DDPGAgent:
+    """A fresh agent of ``cfg.algorithm`` (the config schema has validated the name)."""
+    if cfg.algorithm == "naf":
+        return NAFAgent(obs_dim, act_dim, cfg, seed=seed)
+    if cfg.algorithm == "ddpg":
+        return DDPGAgent(obs_dim, act_dim, cfg, seed=seed)
+    raise ValueError(f"agent.algorithm: unknown {cfg.algorithm!r}; allowed: naf, ddpg")
