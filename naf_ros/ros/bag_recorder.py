@@ -15,7 +15,6 @@ affected: this node only listens.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticStatus
@@ -32,7 +31,7 @@ from naf_ros.ros.diagnostics import Diagnostics
 from naf_ros.ros.messages import stamp_to_ns
 from naf_ros.ros.names import JOINT_STATES_TOPIC, TARGET_TOPIC, commands_topic
 from naf_ros.ros.params import Param, declare_config, declare_params
-from naf_ros.ros.runtime import run_node
+from naf_ros.ros.runtime import exit_process, run_node
 
 # Best effort matches any joint_states publisher; deep, so a busy recorder drops nothing.
 JOINT_STATES_RECORD = QoSProfile(
@@ -108,7 +107,7 @@ class BagRecorderNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    sys.exit(run_node(BagRecorderNode, args))
+    exit_process(run_node(BagRecorderNode, args))
 
 
 if __name__ == "__main__":

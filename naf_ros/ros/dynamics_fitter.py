@@ -18,7 +18,6 @@ it and re-publishes its last model.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -41,7 +40,7 @@ from naf_ros.ros.messages import parse_transition, publish_scalar
 from naf_ros.ros.names import MODEL_TOPIC, TRANSITIONS_TOPIC, metric_topic
 from naf_ros.ros.params import declare, declare_config
 from naf_ros.ros.persist import CheckpointFile
-from naf_ros.ros.runtime import run_node
+from naf_ros.ros.runtime import exit_process, run_node
 
 CHECKPOINT_NAME = "dynamics_fitter_checkpoint.pt"
 CHECKPOINT_KIND = "naf_ros-dynamics_fitter"
@@ -259,7 +258,7 @@ class DynamicsFitterNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    sys.exit(run_node(DynamicsFitterNode, args))
+    exit_process(run_node(DynamicsFitterNode, args))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ next step from it, as if it had never stopped.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +35,7 @@ from naf_ros.ros.messages import publish_scalar
 from naf_ros.ros.names import CONTROLLER_TOPIC, MODEL_TOPIC, metric_topic
 from naf_ros.ros.params import declare, declare_config
 from naf_ros.ros.persist import CheckpointFile
-from naf_ros.ros.runtime import run_node
+from naf_ros.ros.runtime import exit_process, run_node
 
 CHECKPOINT_NAME = "ilqg_explorer_checkpoint.pt"
 CHECKPOINT_KIND = "naf_ros-ilqg_explorer"
@@ -211,7 +210,7 @@ class ILQGExplorerNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    sys.exit(run_node(ILQGExplorerNode, args))
+    exit_process(run_node(ILQGExplorerNode, args))
 
 
 if __name__ == "__main__":

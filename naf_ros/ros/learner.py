@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import os
 import queue
-import sys
 import threading
 import time
 import traceback
@@ -70,7 +69,7 @@ from naf_ros.ros.names import (
 )
 from naf_ros.ros.params import declare, declare_config
 from naf_ros.ros.persist import CheckpointFile
-from naf_ros.ros.runtime import run_node
+from naf_ros.ros.runtime import exit_process, run_node
 
 MODES = ("lockstep", "realtime")
 CHECKPOINT_NAME = "learner_checkpoint.pt"
@@ -516,7 +515,7 @@ class LearnerNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    sys.exit(run_node(LearnerNode, args))
+    exit_process(run_node(LearnerNode, args))
 
 
 if __name__ == "__main__":

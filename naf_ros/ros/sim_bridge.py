@@ -20,7 +20,6 @@ zero effort.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 
@@ -56,7 +55,7 @@ from naf_ros.ros.params import (
     positive,
 )
 from naf_ros.ros.realtime import raise_priority
-from naf_ros.ros.runtime import autostart, guarded, run_node
+from naf_ros.ros.runtime import autostart, exit_process, guarded, run_node
 
 MODES = ("lockstep", "realtime")
 TARGET_MODES = ("env", "fixed", "random")
@@ -373,10 +372,10 @@ class SimBridge(LifecycleNode):
         self.marker_pub.publish(marker)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     """Console script ``sim_bridge``: run the node until SIGINT/SIGTERM or until it is done."""
-    return run_node(SimBridge, argv)
+    exit_process(run_node(SimBridge, argv))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -78,7 +78,7 @@ from naf_ros.ros.policy.reflex import JointSample, ReflexPath
 from naf_ros.ros.policy.state_file import PolicyStateFile
 from naf_ros.ros.policy.transitions import TransitionsOut
 from naf_ros.ros.realtime import LatestOnly, SideNode, raise_priority
-from naf_ros.ros.runtime import autostart, guarded, run_node
+from naf_ros.ros.runtime import autostart, exit_process, guarded, run_node
 
 NODE_NAME = "naf_policy"
 RESEND_PERIOD_S = 0.2
@@ -409,10 +409,10 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
         self._latency_values(v)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     """Console script ``naf_policy``: run the node until SIGINT/SIGTERM or until it is done."""
-    return run_node(NafPolicy, argv)
+    exit_process(run_node(NafPolicy, argv))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
