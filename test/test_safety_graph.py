@@ -12,10 +12,15 @@ publishes, one that drives the joints outwards as hard as it may). Checked on th
 - nothing can be written (checkpoints, policy state, bags): every node reports it on
   ``/diagnostics``, learning and acting go on, and the folder stays empty; as nothing the
   learner trains on becomes durable, the policy's (small) outbox overflows, and says so.
+
+The read-only folder holds for root too (a read-only bind mount, see ``support.faults``);
+where it cannot be set up the read-only test fails rather than skip, and the other two,
+which do not depend on it, run as usual.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
@@ -25,7 +30,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
-from support.faults import read_only
+from support.faults import FaultSetupError, read_only
 from support.ros import RosTestNode, allocate_domain, spawn_node, wait_until
 
 from naf_ros.core.lin_gauss_policy import LinearGaussianController
@@ -101,11 +106,14 @@ def graph(tmp_path_factory):
     ctrl = LinearGaussianController.initial(T, 13, 3, 1e-6, u_hat=[0.9, 0.9, -0.9])
     ctrl_pub = probe.publisher(Float64MultiArray, CONTROLLER_TOPIC, qos.LATCHED)
     ctrl_pub.publish(pack_arrays({**ctrl.to_arrays(), "version": 1.0}))
-    with read_only(run_dir) as ok:
-        if not ok:
-            probe.close()
-            lease.release()
-            pytest.skip("cannot make a read-only folder here")
+    with contextlib.ExitStack() as fault:
+        # The disk fault concerns only the read-only test: if it cannot be set up, that test
+        # fails (never skips) and the envelope and e-stop tests still run, on a writable run
+        # folder; neither depends on it.
+        try:
+            g["read_only"] = fault.enter_context(read_only(run_dir))
+        except FaultSetupError as exc:
+            g["read_only"], g["fault_error"] = None, str(exc)
         params = {"train.run_dir": str(run_dir)}
         procs = {
             "bridge": spawn_node(
@@ -210,6 +218,8 @@ def test_estop_latches_zero_effort_until_released(graph):
 
 def test_read_only_run_dir_is_reported_and_nothing_stops(graph):
     g = graph
+    if g["read_only"] is None:
+        pytest.fail(f"the fault was not set up: {g['fault_error']}")
 
     def learner_updates() -> int:
         msg = g["progress"].last
@@ -233,9 +243,10 @@ def test_read_only_run_dir_is_reported_and_nothing_stops(graph):
     assert g["procs"]["policy"].alive() and g["procs"]["learner"].alive()
     assert not list(g["run_dir"].iterdir()), "nothing may be written into a read-only folder"
     print(
-        f"\nread-only run dir: {vals['checkpoint_failures']} checkpoint failures, "
-        f"{vals['bag_not_recorded']} transitions not recorded, {policy['state_failures']} "
-        f"policy state saves failed, {policy['outbox_overflow']} outbox overflows; learner at "
+        f"\nread-only run dir ({g['read_only']}): {vals['checkpoint_failures']} checkpoint "
+        f"failures, {vals['bag_not_recorded']} transitions not recorded, "
+        f"{policy['state_failures']} policy state saves failed, "
+        f"{policy['outbox_overflow']} outbox overflows; learner at "
         f"{learner_updates()} updates, policy at {len(g['trans'])} transitions, all reported "
         "on /diagnostics"
     )
