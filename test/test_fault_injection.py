@@ -194,9 +194,11 @@ class Run:
                 continue
             os.kill(pid, signal.SIGSTOP)
             t_stop = time.monotonic()
-            # A bridge report published after whatever the policy had in flight landed.
-            since = t_stop + 0.05
-            seen = wait_until(lambda since=since: self.diag_values("sim_bridge", since), 0.35)
+            # A bridge report published after whatever the policy had in flight landed (one
+            # comes every 0.2 s; the watchdog is due 0.5 s after the command, so this one is
+            # from before any trip, or the attempt is refused below).
+            since = t_stop + 0.1
+            seen = wait_until(lambda since=since: self.diag_values("sim_bridge", since), 0.4)
             vals = self.diag_values("sim_bridge", since)
             (t_cmd, _), (t_js, js) = self.cmds.timed()[-1], self.js.timed()[-1]
             applied = np.asarray(ast.literal_eval(vals.get("applied_effort", "[]")), float)
@@ -297,8 +299,10 @@ def test_sigkill_each_node_in_turn_loses_nothing(tmp_path):
     report: list[str] = []
     try:
         # Warm up: the learner has trained and checkpointed, a model and a controller exist.
-        assert wait_until(lambda: run.acked() >= 60, 90), run.log_tail("learner")
-        assert run.controllers.wait_for(1, 60), run.log_tail("ilqg_explorer")
+        assert wait_until(lambda: run.acked() >= 60, 90), run.hang_report(
+            "learner", "naf_policy", "sim_bridge"
+        )
+        assert run.controllers.wait_for(1, 60), run.hang_report("ilqg_explorer")
         time.sleep(1.5)  # at least one learner checkpoint with the warm-up in it
 
         # --- learner -------------------------------------------------------------------------
@@ -308,7 +312,7 @@ def test_sigkill_each_node_in_turn_loses_nothing(tmp_path):
         run.kill("learner")
         assert wait_until(
             lambda: float(run.latest_progress().get("learner_id", old_id)) != old_id, 40
-        ), run.log_tail("learner")
+        ), run.hang_report("learner")
         resumed = run.latest_progress()
         assert "resumed from" in run.log_tail("learner", 200)
         assert int(resumed["updates"]) > 0, "the restarted learner started from scratch"
