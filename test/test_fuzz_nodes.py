@@ -26,7 +26,8 @@ topic                           type                subscribers
 ``estop``                       Bool                sim_bridge, naf_policy
 ==============================  ==================  ================================
 
-Messages come from hypothesis and numpy together: hypothesis draws 100 *plans* (a seed, the
+The messages come from ``support.malform`` (:class:`~support.malform.Malformer`), from
+hypothesis and numpy together: hypothesis draws 100 *plans* (a seed, the
 malformation kinds to use per topic, NaNs with random payloads, ±inf and edge-case finite
 floats) and numpy expands each plan into 100 messages per topic. Shrinking makes no sense
 against live processes whose state carries over, so hypothesis only generates. The kinds:
@@ -36,7 +37,8 @@ wrong-shaped fields; truncated valid encodings with perturbed values; valid enco
 non-finite payloads; out-of-range header and sequence numbers; semantically invalid payloads
 (a controller shorter than the episode or with a non-PD covariance, a model with a non-PSD
 noise covariance, actions outside [-1, 1], doubles beyond float32, ...); garbage
-``data_offset`` on top.
+``data_offset`` on top. Each kind is pure (one thing wrong), so the reason a node must
+count it under is known: ``REASON_OF``.
 
 Every structured (codec) message is built to be refused by every subscriber (the fitter,
 working in float64, takes the beyond-float32 ones). A fuzz transition never claims producer 0
@@ -45,17 +47,21 @@ such a message is indistinguishable from the policy's own (spoofing, not malform
 its sequence number would be accounted even with a broken body. Plain ROS inputs also get
 well-formed but absurd messages (a finite 1e308 effort, a target light-years away, extra
 joints): the nodes accept those by design, and the checks show they never turn into anything
-non-finite downstream.
+non-finite downstream (a joint state 1e308 rad from home is the exception: refused as
+implausible).
 
 Checked while fuzzing, on the real topics (the fuzzer's own messages are told apart by
 publisher GID): every joint state the bridge publishes is finite with efforts within the
 arm's limits (physics); every command the policy sends is finite and within the limits (the
 arm). Afterwards: every node is the same process, still running; each node's
 ``rejected/*`` counters on ``/diagnostics`` grew by a large share of the malformed messages
-it was sent; the graph still works (the policy completes episodes, the learner trains, the
-fitter fits, the explorer takes the new models). Finally the graph gets Ctrl-C, every node
-exits cleanly, and the learner's final checkpoint (replay R, imagination buffer R_f,
-network) holds only finite values: what the learner learns from.
+it was sent, and each reason by that share of the messages whose defect it names (a NaN
+command under ``command_non_finite``, a truncated transition under ``malformed``, a model
+with a non-PSD noise under ``invalid_model``, ...; ``REASON_OF``); the graph still works
+(the policy completes episodes, the learner trains, the fitter fits, the explorer takes the
+new models). Finally the graph gets Ctrl-C, every node exits cleanly, and the learner's
+final checkpoint (replay R, imagination buffer R_f, network) holds only finite values: what
+the learner learns from.
 
 Delivery bounds: the fuzzer publishes reliably with a deep history, but each node's own
 subscription QoS decides what survives. ``/naf/transitions`` is reliable with a 5,000-deep
