@@ -196,24 +196,25 @@ def test_estop_latches_zero_effort_until_released(graph):
     n_trans = len(g["trans"])
     assert g["trans"].wait_for(n_trans + 5, 30), g["procs"]["policy"].stacks()
     g["estop"].publish(Bool(data=True))
-    time.sleep(0.5)  # whatever was in flight has landed
-    n_trans, n_cmds, n_js = len(g["trans"]), len(g["cmds"]), len(g["js"])
-    assert list(g["cmds"].last.data) == [0.0, 0.0, 0.0]
-    # The bridge ignores a direct command too: lockstep steps it, with zero effort.
-    g["cmd_pub"].publish(Float64MultiArray(data=[0.2, 0.2, 0.2]))
-    assert g["js"].wait_for(n_js + 1, 5)
-    time.sleep(1.5)  # latched: no timeout releases it
-    assert len(g["trans"]) == n_trans, "no transitions while e-stopped"
-    new_cmds = g["cmds"].snapshot()[n_cmds:]
-    assert all(list(m.data) in ([0.0] * 3, [0.2] * 3) for m in new_cmds)
-    assert [list(m.data) for m in new_cmds].count([0.2] * 3) == 1  # only the probe's
-    assert all(not np.any(m.effort) for m in g["js"].snapshot()[n_js:])
-    assert wait_until(lambda: values_of(g["diag"], "naf_policy").get("estop") == "True", 5)
-    assert wait_until(lambda: values_of(g["diag"], "sim_bridge").get("estop") == "True", 5)
-    status = status_of(g["diag"], "naf_policy")
-    assert status.level >= DiagnosticStatus.WARN and "e-stop" in status.message
-
-    g["estop"].publish(Bool(data=False))
+    try:
+        time.sleep(0.5)  # whatever was in flight has landed
+        n_trans, n_cmds, n_js = len(g["trans"]), len(g["cmds"]), len(g["js"])
+        assert list(g["cmds"].last.data) == [0.0, 0.0, 0.0]
+        # The bridge ignores a direct command too: lockstep steps it, with zero effort.
+        g["cmd_pub"].publish(Float64MultiArray(data=[0.2, 0.2, 0.2]))
+        assert g["js"].wait_for(n_js + 1, 5)
+        time.sleep(1.5)  # latched: no timeout releases it
+        assert len(g["trans"]) == n_trans, "no transitions while e-stopped"
+        new_cmds = g["cmds"].snapshot()[n_cmds:]
+        assert all(list(m.data) in ([0.0] * 3, [0.2] * 3) for m in new_cmds)
+        assert [list(m.data) for m in new_cmds].count([0.2] * 3) == 1  # only the probe's
+        assert all(not np.any(m.effort) for m in g["js"].snapshot()[n_js:])
+        assert wait_until(lambda: values_of(g["diag"], "naf_policy").get("estop") == "True", 5)
+        assert wait_until(lambda: values_of(g["diag"], "sim_bridge").get("estop") == "True", 5)
+        status = status_of(g["diag"], "naf_policy")
+        assert status.level >= DiagnosticStatus.WARN and "e-stop" in status.message
+    finally:  # released also when a check failed: the later tests need the graph running
+        g["estop"].publish(Bool(data=False))
     assert g["trans"].wait_for(n_trans + T, 30), "episodes must resume after the release"
     resumed = g["cmds"].snapshot()[n_cmds:]
     assert any(np.any(np.asarray(m.data) != 0.0) and list(m.data) != [0.2] * 3 for m in resumed)
