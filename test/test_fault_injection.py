@@ -152,9 +152,10 @@ class Run:
         """For a failed wait: each node's log tail and where its threads are (SIGUSR1 dump)."""
         parts = []
         for node in nodes:
+            tail = self.log_tail(node)  # before the dump, which goes into the same log
             pid = node_pid(self.proc.pid, node)
             stacks = dump_stacks(pid, self.log_path(node)) if pid is not None else "(not running)"
-            parts.append(f"=== {node} log ===\n{self.log_tail(node)}\n{stacks}")
+            parts.append(f"=== {node} log ===\n{tail}\n{stacks}")
         return "\n".join(parts)
 
     # --- faults -----------------------------------------------------------------------------

@@ -107,6 +107,18 @@ def node_pid(launcher_pid: int, node: str) -> int | None:
     return None
 
 
+def _catches(pid: int, sig: int) -> bool:
+    """Whether process ``pid`` has a handler for ``sig`` (``SigCgt`` in /proc)."""
+    try:
+        status = (Path("/proc") / str(pid) / "status").read_text()
+    except OSError:
+        return False
+    for line in status.splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
+
+
 def dump_stacks(pid: int, log_path: Path, timeout: float = 3.0) -> str:
     """Every thread's stack of node process ``pid``, as it wrote it into ``log_path``.
 
@@ -114,6 +126,8 @@ def dump_stacks(pid: int, log_path: Path, timeout: float = 3.0) -> str:
     node that hangs inside rclpy or DDS as well; the node carries on afterwards. Meant for
     the message of a failed wait: a rare hang then leaves where each thread was.
     """
+    if not _catches(pid, signal.SIGUSR1):  # its default action would end the process
+        return f"(no stacks: process {pid} has no SIGUSR1 handler yet, still starting up)"
     start = log_path.stat().st_size if log_path.exists() else 0
     try:
         os.kill(pid, signal.SIGUSR1)
