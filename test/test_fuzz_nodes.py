@@ -99,7 +99,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.subscription_content_filter_options import ContentFilterOptions
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float32MultiArray, Float64MultiArray
-from support.faults import node_pid
+from support.faults import alive, dump_stacks, node_pid
 from support.malform import (
     ARM,
     CODEC_KINDS,
@@ -399,9 +399,26 @@ class Graph:
         return "\n".join(lines[-n:])
 
     def stop(self) -> int:
-        """Ctrl-C to the launcher, as a user stops the graph; returns its exit code."""
+        """Ctrl-C to the launcher, as a user stops the graph; returns its exit code.
+
+        The launcher SIGKILLs a node still up 10 s after its SIGINT (the policy first, then
+        the rest): a node still up 7 and 17 s after the Ctrl-C is asked for its stacks
+        first, so a shutdown hang leaves where it was in ``output``.
+        """
         if self.proc.poll() is None:
+            pids = self.pids()
             self.proc.send_signal(signal.SIGINT)
+            t_int = time.monotonic()
+            for at in (7.0, 17.0):
+                wait_until(
+                    lambda: not any(pid and alive(pid) for pid in pids.values()),
+                    t_int + at - time.monotonic(),
+                )
+                for name, pid in pids.items():
+                    if pid and alive(pid):
+                        log = self.run_dir / "logs" / f"{name}.log"
+                        self.output += f"\n=== {name} still up {at:.0f} s after Ctrl-C ===\n"
+                        self.output += dump_stacks(pid, log) + "\n"
         try:
             out, _ = self.proc.communicate(timeout=90)
         except subprocess.TimeoutExpired:

@@ -90,6 +90,15 @@ def child_pids(parent: int) -> list[int]:
     return out
 
 
+def alive(pid: int) -> bool:
+    """Process ``pid`` exists and is not a zombie waiting to be reaped."""
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return state[0] != "Z"
+
+
 def node_pid(launcher_pid: int, node: str) -> int | None:
     """PID of the launcher's child running ``python -m <the node's module>``."""
     for pid in child_pids(launcher_pid):
