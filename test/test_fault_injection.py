@@ -27,6 +27,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -411,6 +412,8 @@ def test_sigkill_each_node_in_turn_loses_nothing(tmp_path):
         time.sleep(1.5)  # one more learner checkpoint, then a graceful stop
     finally:
         out = run.close()
+        if sys.exc_info()[0] is not None:  # failing: what the launcher saw (deaths, restarts)
+            print(f"\nlauncher output:\n{out[-4000:]}")
         wall = time.monotonic() - t0
         transitions = run.transitions()
         run.probe.close()

@@ -4,7 +4,9 @@ A node that seems stuck (a service that does not answer, a topic that went quiet
 asked where it is without stopping it: ``kill -USR1 <pid>`` makes :func:`run_node`'s process
 write the Python stack of every thread to its stderr (the node's log file under
 ``naf-ros launch``), and the node carries on. The graph tests send it when a wait times out,
-so a rare hang leaves its stacks in the test's output instead of only a timeout.
+so a rare hang leaves its stacks in the test's output instead of only a timeout. A node that
+dies of a fatal signal (a segfault in a native library, an abort) leaves its stacks there
+too, instead of vanishing without a word.
 """
 
 from __future__ import annotations
@@ -67,11 +69,13 @@ STACK_DUMP_SIGNAL = signal.SIGUSR1
 
 
 def install_stack_dump() -> None:
-    """``kill -USR1 <pid>`` writes all threads' stacks to stderr; the process goes on.
+    """``kill -USR1 <pid>`` writes all threads' stacks to stderr; the process goes on. A
+    fatal signal (SIGSEGV, SIGABRT, ...) writes them before the process dies.
 
     faulthandler's handler runs at the C level, so it answers even while the main thread is
     blocked inside rclpy or DDS (where a Python-level signal handler would never run).
     """
+    faulthandler.enable(file=sys.stderr, all_threads=True)
     faulthandler.register(STACK_DUMP_SIGNAL, file=sys.stderr, all_threads=True, chain=False)
 
 
