@@ -8,8 +8,10 @@ the test checks what that node's restart must look like:
 - learner: resumes its checkpoint (update count not reset), is re-sent by the policy's
   outbox what it had not checkpointed, and goes on with no gap;
 - dynamics_fitter / ilqg_explorer: resume their model version / controller and KL step;
-- naf_policy: the bridge's watchdog zeroes the effort within its timeout; the new process
-  continues the episode count and starts a new sequence (a restart, not a gap);
+- naf_policy: killed while the bridge holds one of its non-zero commands (stopped first
+  until such a moment comes), the bridge's watchdog trips by itself command_timeout after
+  that command, before any command of the respawned policy; the new process continues the
+  episode count and starts a new sequence (a restart, not a gap);
 - sim_bridge: the policy aborts the episode, waits for the new bridge and carries on.
 
 At the end the learner's checkpoint must account for every transition the policy published
@@ -20,8 +22,12 @@ exactly those transitions, each once.
 
 from __future__ import annotations
 
+import ast
+import os
+import random
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -29,14 +35,22 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
-from support.faults import node_pid
+from support.faults import dump_stacks, node_pid
 from support.ros import PYTHON, REPO, RosTestNode, allocate_domain, ros_env, wait_until
 
 from naf_ros.core.checkpoint import load_checkpoint
 from naf_ros.ros import qos
 from naf_ros.ros.codec import decode_transition, unpack_arrays
-from naf_ros.ros.names import CONTROLLER_TOPIC, DIAGNOSTICS_TOPIC, PROGRESS_TOPIC, TRANSITIONS_TOPIC
+from naf_ros.ros.names import (
+    CONTROLLER_TOPIC,
+    DIAGNOSTICS_TOPIC,
+    JOINT_STATES_TOPIC,
+    PROGRESS_TOPIC,
+    TRANSITIONS_TOPIC,
+    commands_topic,
+)
 
 pytestmark = pytest.mark.graph  # starts node processes over DDS
 
@@ -76,6 +90,8 @@ class Run:
         self.progress = self.probe.collect(Float64MultiArray, PROGRESS_TOPIC, qos.LATCHED)
         self.controllers = self.probe.collect(Float64MultiArray, CONTROLLER_TOPIC, qos.LATCHED)
         self.diag = self.probe.collect(DiagnosticArray, DIAGNOSTICS_TOPIC, 500)
+        self.cmds = self.probe.collect(Float64MultiArray, commands_topic(), DEEP)
+        self.js = self.probe.collect(JointState, JOINT_STATES_TOPIC, DEEP)
         args = [PYTHON, "-m", "naf_ros.cli", "launch", "--", "--domain-id", str(domain),
                 "--run-dir", str(run_dir), *GRAPH]  # fmt: skip
         self.proc = subprocess.Popen(
@@ -122,26 +138,84 @@ class Run:
 
     def wait_diag(self, node: str, pred, since: float, timeout: float) -> dict[str, str]:
         ok = wait_until(lambda: pred(self.diag_values(node, since)), timeout)
-        assert ok, f"{node}: {self.diag_values(node, since)}\n{self.log_tail(node)}"
+        assert ok, f"{node}: {self.diag_values(node, since)}\n{self.hang_report(node)}"
         return self.diag_values(node, since)
 
+    def log_path(self, node: str) -> Path:
+        return self.run_dir / "logs" / f"{node}.log"
+
     def log_tail(self, node: str, n: int = 40) -> str:
-        path = self.run_dir / "logs" / f"{node}.log"
+        path = self.log_path(node)
         lines = path.read_text(errors="replace").splitlines() if path.exists() else []
         return "\n".join(lines[-n:])
 
+    def hang_report(self, *nodes: str) -> str:
+        """For a failed wait: each node's log tail and where its threads are (SIGUSR1 dump)."""
+        parts = []
+        for node in nodes:
+            tail = self.log_tail(node)  # before the dump, which goes into the same log
+            pid = node_pid(self.proc.pid, node)
+            stacks = dump_stacks(pid, self.log_path(node)) if pid is not None else "(not running)"
+            parts.append(f"=== {node} log ===\n{tail}\n{stacks}")
+        return "\n".join(parts)
+
     # --- faults -----------------------------------------------------------------------------
-    def kill(self, node: str, timeout: float = 40.0) -> float:
-        """SIGKILL ``node``; returns the kill time once the launcher has started a new one."""
-        pid = node_pid(self.proc.pid, node)
+    def kill(self, node: str, timeout: float = 40.0, pid: int | None = None) -> float:
+        """SIGKILL ``node`` (process ``pid`` if given); returns the kill time once the launcher
+        has started a new one."""
+        pid = pid if pid is not None else node_pid(self.proc.pid, node)
         assert pid is not None, f"{node} is not running\n{self.log_tail(node)}"
         signal_time = time.monotonic()
-        import os
-
         os.kill(pid, signal.SIGKILL)
         respawned = wait_until(lambda: node_pid(self.proc.pid, node) not in (None, pid), timeout)
         assert respawned, f"{node} was not restarted\n{self.log_tail(node)}"
         return signal_time
+
+    def freeze_policy_holding_effort(self, attempts: int = 40) -> tuple[int, dict[str, str]]:
+        """SIGSTOP the policy at a moment the bridge holds a non-zero command from it.
+
+        Returns the stopped pid and the bridge's /diagnostics values seen while it was
+        stopped. A kill at a random moment can land between episodes, after the bridge's
+        reset zeroed the effort; then the watchdog has nothing to do and a broken one would
+        go unnoticed. So: stop the policy just after a non-zero command went out, let what was
+        in flight land, and accept the moment only if the bridge itself reports that effort
+        (its applied_effort equals the newest joint state's, non-zero, and the newest command
+        came before that state); otherwise SIGCONT and try again a little later.
+        """
+        why = []
+        for _ in range(attempts):
+            pid = node_pid(self.proc.pid, "naf_policy")
+            assert pid is not None, self.log_tail("naf_policy")
+            n0 = len(self.cmds)
+            sent = self.cmds.wait_until(
+                lambda msgs, n0=n0: len(msgs) > n0 and bool(np.any(np.asarray(msgs[-1].data))),
+                10.0,
+            )
+            if not sent:
+                why.append("no non-zero command within 10 s")
+                continue
+            os.kill(pid, signal.SIGSTOP)
+            t_stop = time.monotonic()
+            # A bridge report published after whatever the policy had in flight landed (one
+            # comes every 0.2 s; the watchdog is due 0.5 s after the command, so this one is
+            # from before any trip, or the attempt is refused below).
+            since = t_stop + 0.1
+            seen = wait_until(lambda since=since: self.diag_values("sim_bridge", since), 0.4)
+            vals = self.diag_values("sim_bridge", since)
+            (t_cmd, _), (t_js, js) = self.cmds.timed()[-1], self.js.timed()[-1]
+            applied = np.asarray(ast.literal_eval(vals.get("applied_effort", "[]")), float)
+            held = np.asarray(js.effort, float)
+            if not seen:
+                why.append("no bridge report while stopped")
+            elif not (t_cmd < t_js and applied.shape == held.shape and np.any(held != 0.0)):
+                why.append(f"newest state after the newest command: {t_cmd < t_js}, {held}")
+            elif not np.allclose(applied, held, rtol=0.0, atol=2e-6):
+                why.append(f"bridge reports {applied}, newest state {held}")
+            else:
+                return pid, vals
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(random.uniform(0.1, 0.6))
+        raise AssertionError(f"never caught the bridge holding a command: {why}")
 
     def wait_caught_up(self, timeout: float = 40.0) -> None:
         """The learner has trained on everything the current policy process published."""
@@ -150,7 +224,10 @@ class Run:
             tr = self.transitions()
             return bool(tr) and self.acked() >= tr[-1]["seq"] - 1 and self.acked() >= 0
 
-        assert wait_until(caught_up, timeout), (self.acked(), self.log_tail("learner"))
+        assert wait_until(caught_up, timeout), (
+            self.acked(),
+            self.hang_report("learner", "naf_policy", "sim_bridge"),
+        )
 
     def close(self) -> str:
         if self.proc.poll() is None:
@@ -224,8 +301,10 @@ def test_sigkill_each_node_in_turn_loses_nothing(tmp_path):
     report: list[str] = []
     try:
         # Warm up: the learner has trained and checkpointed, a model and a controller exist.
-        assert wait_until(lambda: run.acked() >= 60, 90), run.log_tail("learner")
-        assert run.controllers.wait_for(1, 60), run.log_tail("ilqg_explorer")
+        assert wait_until(lambda: run.acked() >= 60, 90), run.hang_report(
+            "learner", "naf_policy", "sim_bridge"
+        )
+        assert run.controllers.wait_for(1, 60), run.hang_report("ilqg_explorer")
         time.sleep(1.5)  # at least one learner checkpoint with the warm-up in it
 
         # --- learner -------------------------------------------------------------------------
@@ -235,7 +314,7 @@ def test_sigkill_each_node_in_turn_loses_nothing(tmp_path):
         run.kill("learner")
         assert wait_until(
             lambda: float(run.latest_progress().get("learner_id", old_id)) != old_id, 40
-        ), run.log_tail("learner")
+        ), run.hang_report("learner")
         resumed = run.latest_progress()
         assert "resumed from" in run.log_tail("learner", 200)
         assert int(resumed["updates"]) > 0, "the restarted learner started from scratch"
@@ -272,41 +351,54 @@ def test_sigkill_each_node_in_turn_loses_nothing(tmp_path):
         )
 
         # --- policy --------------------------------------------------------------------------
+        # Killed while the bridge holds one of its (non-zero) commands, the bridge's watchdog
+        # must zero the effort command_timeout after that command, by itself: before the
+        # respawned policy commands or resets anything (its reset would zero the effort too).
         episodes_before = max(t["episode"] for t in run.transitions())
-        # Killed mid-episode, the bridge's watchdog zeroes the effort and counts a trip with
-        # its age; killed while the held command was already zero, nothing trips and the
-        # bridge reports zero effort. The whole history counts: the respawned policy may
-        # command again before the newest diagnostic.
-        trips_before = int(run.diag_values("sim_bridge").get("watchdog_trips", "0"))
-        t_kill = run.kill("naf_policy")  # returns once the launcher has started a new one
+        pid, frozen = run.freeze_policy_holding_effort()
+        trips_before = int(frozen.get("watchdog_trips", "0"))
+        commands_before = int(frozen["commands"])
+        t_last_cmd = run.cmds.timed()[-1][0]  # the probe's arrival time of the held command
+        t_kill = run.kill("naf_policy", pid=pid)  # returns once the launcher started a new one
 
         def tripped(v: dict[str, str]) -> bool:
             return int(v.get("watchdog_trips", "0")) > trips_before
 
-        def safe(v: dict[str, str]) -> bool:
-            return tripped(v) or v.get("applied_effort") == "[0.0, 0.0, 0.0]"
-
-        assert wait_until(lambda: any(map(safe, run.diag_history("sim_bridge", t_kill))), 30.0), (
-            run.diag_history("sim_bridge", t_kill)[-3:]
+        assert wait_until(lambda: any(map(tripped, run.diag_history("sim_bridge", t_kill))), 10), (
+            "the bridge's watchdog did not trip after the policy was killed holding "
+            f"{frozen['applied_effort']}: {run.diag_history('sim_bridge', t_kill)[-3:]}"
         )
-        vals = next(v for v in run.diag_history("sim_bridge", t_kill) if safe(v))
-        trip = float(vals["watchdog_trip_after_s"]) if tripped(vals) else 0.0
-        # The timeout plus the bridge's executor latency. Typically 0.50-0.54 s; 1.005 s and
-        # 2.002 s were seen: a write towards the SIGKILLed policy can hold the bridge's thread
-        # for Fast DDS's 1 s shared-memory port health check (twice: two dead ports). In
-        # lockstep no physics step happens without a command, so the arm does not move under
-        # the held effort meanwhile; without the watchdog the effort would stay on until the
-        # respawned policy commands.
-        assert trip <= COMMAND_TIMEOUT + 2.5, vals
+        t_trip, vals = next(
+            (when, {kv.key: kv.value for st in msg.status for kv in st.values})
+            for when, msg in run.diag.timed()
+            if when >= t_kill
+            and any(st.name.endswith("/sim_bridge") for st in msg.status)
+            and tripped({kv.key: kv.value for st in msg.status for kv in st.values})
+        )
+        # Tripped by the bridge itself: no command reached it in between (the respawned
+        # policy's first command would be counted, and the trip's age measured from it).
+        assert int(vals["commands"]) == commands_before, (commands_before, vals)
+        assert vals["applied_effort"] == "[0.0, 0.0, 0.0]", vals
+        trip = float(vals["watchdog_trip_after_s"])  # the bridge's own: now - last command
+        # Not before the timeout; after it by the bridge's executor latency: typically
+        # 0.50-0.54 s; 1.005 s and 2.002 s were seen: a write towards the SIGKILLed policy can
+        # hold the bridge's thread for Fast DDS's 1 s shared-memory port health check (twice:
+        # two dead ports). In lockstep no physics step happens without a command, so the arm
+        # does not move under the held effort meanwhile.
+        assert COMMAND_TIMEOUT <= trip <= COMMAND_TIMEOUT + 2.5, vals
+        # The same from the probe's clock: the report cannot precede the timeout (the bridge
+        # got the command at most a delivery latency before the probe did).
+        assert t_trip - t_last_cmd >= COMMAND_TIMEOUT - 0.1, (t_trip - t_last_cmd, vals)
         assert wait_until(
             lambda: any(
                 t["seq"] == 0 and t["episode"] > episodes_before for t in run.transitions()
             ),
             90,  # respawn + imports + rediscovery: 40 s was too short with the full suite
-        ), run.log_tail("naf_policy")
+        ), run.hang_report("naf_policy", "sim_bridge", "learner")
         report.append(
-            f"naf_policy: bridge effort zeroed {trip:.2f} s after the last command (watchdog "
-            f"{COMMAND_TIMEOUT} s); new process from episode "
+            f"naf_policy: killed holding {frozen['applied_effort']}; watchdog trip "
+            f"{trips_before} -> {vals['watchdog_trips']}, effort zeroed {trip:.3f} s after the "
+            f"last command (timeout {COMMAND_TIMEOUT} s); new process from episode "
             f"{min(t['episode'] for t in run.transitions() if t['episode'] > episodes_before)}"
         )
 
@@ -314,12 +406,14 @@ def test_sigkill_each_node_in_turn_loses_nothing(tmp_path):
         run.wait_caught_up()
         n = len(run.trans)
         t_kill = run.kill("sim_bridge")
-        assert run.trans.wait_for(n + 3 * T, 40), run.log_tail("naf_policy")
+        assert run.trans.wait_for(n + 3 * T, 40), run.hang_report("sim_bridge", "naf_policy")
         report.append(f"sim_bridge: transitions again {time.monotonic() - t_kill:.1f} s after kill")
         run.wait_caught_up()
         time.sleep(1.5)  # one more learner checkpoint, then a graceful stop
     finally:
         out = run.close()
+        if sys.exc_info()[0] is not None:  # failing: what the launcher saw (deaths, restarts)
+            print(f"\nlauncher output:\n{out[-4000:]}")
         wall = time.monotonic() - t0
         transitions = run.transitions()
         run.probe.close()

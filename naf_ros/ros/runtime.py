@@ -1,7 +1,17 @@
-"""How a node process runs: lifecycle guards, autostart, and the spin loop that owns signals."""
+"""How a node process runs: lifecycle guards, autostart, and the spin loop that owns signals.
+
+A node that seems stuck (a service that does not answer, a topic that went quiet) can be
+asked where it is without stopping it: ``kill -USR1 <pid>`` makes :func:`run_node`'s process
+write the Python stack of every thread to its stderr (the node's log file under
+``naf-ros launch``), and the node carries on. The graph tests send it when a wait times out,
+so a rare hang leaves its stacks in the test's output instead of only a timeout. A node that
+dies of a fatal signal (a segfault in a native library, an abort) leaves its stacks there
+too, instead of vanishing without a word.
+"""
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import sys
@@ -56,6 +66,20 @@ def autostart(node: LifecycleNode) -> None:
             raise ConfigError(getattr(node, "transition_error", None) or f"{name} failed")
 
 
+STACK_DUMP_SIGNAL = signal.SIGUSR1
+
+
+def install_stack_dump() -> None:
+    """``kill -USR1 <pid>`` writes all threads' stacks to stderr; the process goes on. A
+    fatal signal (SIGSEGV, SIGABRT, ...) writes them before the process dies.
+
+    faulthandler's handler runs at the C level, so it answers even while the main thread is
+    blocked inside rclpy or DDS (where a Python-level signal handler would never run).
+    """
+    faulthandler.enable(file=sys.stderr, all_threads=True)
+    faulthandler.register(STACK_DUMP_SIGNAL, file=sys.stderr, all_threads=True, chain=False)
+
+
 def exit_process(code: int) -> None:
     """End a node process now that its node has stopped safely, skipping interpreter teardown.
 
@@ -84,8 +108,10 @@ def run_node(make_node: Callable[[], Node], argv: list[str] | None = None) -> in
     - ``drained()`` / ``drain_timeout``: keep spinning after ``safe_stop`` until the node
       has handed off what it holds (e.g. unacknowledged transitions), at most that long.
 
-    ``node.exit_code`` (default 0) is the process's exit code.
+    ``node.exit_code`` (default 0) is the process's exit code. SIGUSR1 dumps every thread's
+    stack to stderr (see the module docstring).
     """
+    install_stack_dump()
     rclpy.init(
         args=argv if argv is not None else sys.argv,
         signal_handler_options=SignalHandlerOptions.NO,

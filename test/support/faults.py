@@ -1,11 +1,14 @@
-"""Helpers for fault-injection tests: read-only folders, finding and killing graph nodes."""
+"""Helpers for fault-injection tests: unwritable folders, finding and killing graph nodes, and
+asking a stuck node where it is (its threads' stacks)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,25 +25,51 @@ def _writable(path: Path) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def read_only(path: Path) -> Iterator[bool]:
-    """Make ``path`` unwritable for this user; yields whether that worked.
+class FaultSetupError(RuntimeError):
+    """A fault could not be set up here. Raised, never a skip: a safety test whose fault is
+    missing would otherwise pass (or vanish) without exercising anything."""
 
-    File modes do not stop root, so as root the immutable attribute (``chattr +i``) is
-    tried as well; both are undone on exit.
+
+def _run(*cmd: str) -> bool:
+    if not shutil.which(cmd[0]):
+        return False
+    return subprocess.run(list(cmd), capture_output=True).returncode == 0
+
+
+@contextlib.contextmanager
+def read_only(path: Path) -> Iterator[str]:
+    """Make folder ``path`` unwritable for every process, root included; yields how.
+
+    File modes stop an ordinary user ("mode"). They do not stop root (as CI runs), so then
+    ``path`` is bind-mounted onto itself read-only ("read-only mount": writes fail with
+    EROFS, as on a disk remounted read-only, and what is inside stays visible), or, where
+    mounting is not permitted, made immutable ("immutable", ``chattr +i``; not every file
+    system has it). Everything is undone on exit. If none works, :class:`FaultSetupError`.
     """
     mode = path.stat().st_mode
     os.chmod(path, 0o555)
-    immutable = False
+    undo: list[tuple[str, ...]] = []
     try:
-        if _writable(path) and shutil.which("chattr"):
-            immutable = (
-                subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0
+        how = "mode"
+        if _writable(path):
+            if _run("mount", "--bind", str(path), str(path)):
+                undo.append(("umount", str(path)))
+                if _run("mount", "-o", "remount,bind,ro", str(path)):
+                    how = "read-only mount"
+            if _writable(path):
+                if _run("chattr", "+i", str(path)):
+                    undo.append(("chattr", "-i", str(path)))
+                how = "immutable"
+        if _writable(path):
+            raise FaultSetupError(
+                f"cannot make {path} unwritable (uid {os.getuid()}: modes, a read-only bind "
+                "mount and chattr +i all failed)"
             )
-        yield not _writable(path)
+        yield how
     finally:
-        if immutable:
-            subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+        for cmd in reversed(undo):
+            if not _run(*cmd) and cmd[0] == "umount":
+                _run("umount", "-l", cmd[1])  # busy: detach now, freed when the last user exits
         os.chmod(path, mode)
 
 
@@ -61,6 +90,15 @@ def child_pids(parent: int) -> list[int]:
     return out
 
 
+def alive(pid: int) -> bool:
+    """Process ``pid`` exists and is not a zombie waiting to be reaped."""
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return state[0] != "Z"
+
+
 def node_pid(launcher_pid: int, node: str) -> int | None:
     """PID of the launcher's child running ``python -m <the node's module>``."""
     for pid in child_pids(launcher_pid):
@@ -76,3 +114,43 @@ def node_pid(launcher_pid: int, node: str) -> int | None:
             if state[0] != "Z":  # not a zombie waiting to be reaped
                 return pid
     return None
+
+
+def _catches(pid: int, sig: int) -> bool:
+    """Whether process ``pid`` has a handler for ``sig`` (``SigCgt`` in /proc)."""
+    try:
+        status = (Path("/proc") / str(pid) / "status").read_text()
+    except OSError:
+        return False
+    for line in status.splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
+
+
+def dump_stacks(pid: int, log_path: Path, timeout: float = 3.0) -> str:
+    """Every thread's stack of node process ``pid``, as it wrote it into ``log_path``.
+
+    ``run_node`` registers faulthandler on SIGUSR1 (stderr, all threads), so this works on a
+    node that hangs inside rclpy or DDS as well; the node carries on afterwards. Meant for
+    the message of a failed wait: a rare hang then leaves where each thread was.
+    """
+    if not _catches(pid, signal.SIGUSR1):  # its default action would end the process
+        return f"(no stacks: process {pid} has no SIGUSR1 handler yet, still starting up)"
+    start = log_path.stat().st_size if log_path.exists() else 0
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        return f"(no stacks: process {pid} is gone)"
+    deadline, size, settled = time.monotonic() + timeout, start, 0
+    while time.monotonic() < deadline and settled < 3:  # wait until the dump stops growing
+        time.sleep(0.1)
+        new = log_path.stat().st_size if log_path.exists() else 0
+        settled = settled + 1 if new == size and new > start else 0
+        size = new
+    with open(log_path, "rb") as fh:
+        fh.seek(start)
+        text = fh.read().decode(errors="replace")
+    dump = [line for line in text.splitlines() if line.startswith(("Thread 0x", "Current thread"))]
+    header = f"--- stacks of pid {pid} ({len(dump)} threads) ---"
+    return f"{header}\n{text}" if dump else f"{header}\n(no dump within {timeout} s)\n{text}"

@@ -89,8 +89,17 @@ class NodeProcess:
         return self.proc.returncode
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:  # (stop() closed it: a teardown message reads it after)
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
+
+    def stacks(self) -> str:
+        """Every thread's stack of this node, for the message of a wait that timed out."""
+        from support.faults import dump_stacks
+
+        if not self._log.closed:
+            self._log.flush()
+        return dump_stacks(self.pid, self.log_path) if self.alive() else "(exited)"
 
 
 def spawn_node(
