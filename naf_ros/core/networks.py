@@ -12,6 +12,12 @@ import torch
 from torch import nn
 
 
+def relu_backward(grad: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+    """The gradient through a ReLU from its output: autograd's own kernel, one pass (a
+    comparison plus ``where`` is two, and ~8x slower on a small CPU)."""
+    return torch.ops.aten.threshold_backward(grad, result, 0)
+
+
 class GroupedLinear(nn.Module):
     """``groups`` independent linear layers evaluated with one batched matmul.
 
@@ -211,7 +217,7 @@ class NAFNetwork(nn.Module):
         if self.n_trunks == 1:
             g_h = g_h.sum(0, keepdim=True)
         for k in range(len(linears) - 1, -1, -1):
-            g_h = torch.where(acts[k + 1] > 0, g_h, 0.0)
+            g_h = relu_backward(g_h, acts[k + 1])
             torch.bmm(acts[k].transpose(1, 2), g_h, out=grads[2 * k])
             torch.sum(g_h, 1, keepdim=True, out=grads[2 * k + 1])
             if k:
