@@ -92,6 +92,16 @@ class NAFNetwork(nn.Module):
         self.register_buffer("tril_rows", rows, persistent=False)
         self.register_buffer("tril_cols", cols, persistent=False)
         self.register_buffer("is_diag", rows == cols, persistent=False)
+        # One-hot selections for the fused path: (d @ row_pick)[:, k] = d[:, rows[k]] and
+        # (v @ col_sum)[:, j] = sum of v[:, k] with cols[k] == j, so z = L^T d is two tiny
+        # matmuls on the triangle's entries, without building L.
+        n_l = len(rows)
+        pick = torch.zeros(act_dim, n_l)
+        pick[rows, torch.arange(n_l)] = 1.0
+        col_sum = torch.zeros(n_l, act_dim)
+        col_sum[torch.arange(n_l), cols] = 1.0
+        self.register_buffer("row_pick", pick, persistent=False)
+        self.register_buffer("col_sum", col_sum, persistent=False)
         # Small initial mu/L outputs: a near-zero mu and near-identity L start stably.
         with torch.no_grad():
             self.heads.weight[1:].uniform_(-3e-3, 3e-3)
@@ -192,24 +202,21 @@ class NAFNetwork(nn.Module):
         bound = self.max_log_diag
         t = torch.tanh(raw / bound)
         diag = torch.exp(bound * t)
-        entries = torch.where(self.is_diag, diag, raw)
-        lower = obs.new_zeros(batch, n, n)
-        lower[:, self.tril_rows, self.tril_cols] = entries
+        entries = torch.where(self.is_diag, diag, raw)  # L's lower triangle, row-major
         d = action - mu
-        z = (lower.transpose(-1, -2) @ d.unsqueeze(-1)).squeeze(-1)
+        d_rows = d @ self.row_pick  # d_i for each entry L[i, j]
+        z = (entries * d_rows) @ self.col_sum  # z_j = sum_i L[i, j] d_i = (L^T d)_j
         q = value + -0.5 * (z * z).sum(-1)
         err = y - q
         loss = torch.mean(err**2)
-        # backward of the loss and the quadratic form
-        g_q = err * (-2.0 / batch)
-        g_z = z * -g_q.unsqueeze(-1)
-        g_d = (lower @ g_z.unsqueeze(-1)).squeeze(-1)
-        g_entries = d[:, self.tril_rows] * g_z[:, self.tril_cols]
-        g_raw = g_entries * torch.where(self.is_diag, diag * (1.0 - t * t), 1.0)
+        # backward of the loss and the quadratic form, into the heads' output gradient
         g_out = torch.zeros_like(out)
-        g_out[0, :, 0] = g_q
-        g_out[1, :, :n] = g_d * (mu * mu - 1.0)  # dmu = -dd, through tanh: (1 - mu^2)
-        g_out[2, :, :n_l] = g_raw
+        g_q = torch.mul(err, -2.0 / batch, out=g_out[0, :, 0])
+        g_entry_sum = (z * -g_q.unsqueeze(-1)) @ self.col_sum.T  # dQ/dz_j = -z_j, per entry
+        g_d = (g_entry_sum * entries) @ self.row_pick.T  # L dz
+        torch.mul(g_d, mu * mu - 1.0, out=g_out[1, :, :n])  # dmu = -dd, through tanh
+        scale = torch.where(self.is_diag, diag * (1.0 - t * t), 1.0)
+        torch.mul(g_entry_sum * d_rows, scale, out=g_out[2, :, :n_l])  # dL[i, j] = d_i dz_j
         # backward of the heads and trunks, straight into the gradient buffers
         torch.bmm(last.transpose(1, 2), g_out, out=grads[-2])
         torch.sum(g_out, 1, keepdim=True, out=grads[-1])
