@@ -35,7 +35,9 @@ class ReferenceAgent:
     def update(self, batch: dict) -> float:
         t = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in batch.items()}
         with torch.no_grad():
-            y = td_target(t["reward"], self.target.value(t["next_obs"]), t["terminal"], self.cfg.gamma)
+            y = td_target(
+                t["reward"], self.target.value(t["next_obs"]), t["terminal"], self.cfg.gamma
+            )
         self.net.train()
         loss = torch.mean((y - self.net(t["obs"], t["action"])) ** 2)
         if not torch.isfinite(loss):

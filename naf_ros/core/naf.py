@@ -188,8 +188,6 @@ class FlatAdam(torch.optim.Adam):
         self.state.clear()  # the flat buffers hold it; state_dict() rebuilds the views
 
 
-
-
 class NAFAgent:
     """Online network, soft-updated target network and Adam, on normalised actions [-1, 1].
 
@@ -278,8 +276,7 @@ class NAFAgent:
         is the update's one host synchronisation.
         """
         obs, action, reward, next_obs, terminal = (
-            torch.as_tensor(batch[k], dtype=torch.float32, device=self.device)
-            for k in BATCH_FIELDS
+            torch.as_tensor(batch[k], dtype=torch.float32, device=self.device) for k in BATCH_FIELDS
         )
         with torch.no_grad():
             if self.fused:
@@ -388,7 +385,9 @@ def compiled_or_eager(fn):
     try:
         compiled = torch.compile(fn, dynamic=False)
     except Exception as exc:  # noqa: BLE001 - no compiler: eager is always correct
-        warnings.warn(f"agent.compile: torch.compile unavailable ({exc}); running eager")
+        warnings.warn(
+            f"agent.compile: torch.compile unavailable ({exc}); running eager", stacklevel=2
+        )
         return fn
     state = {"fn": compiled}
 
@@ -398,7 +397,9 @@ def compiled_or_eager(fn):
         except Exception as exc:  # noqa: BLE001
             if state["fn"] is fn:
                 raise
-            warnings.warn(f"agent.compile: compiling failed ({type(exc).__name__}); eager")
+            warnings.warn(
+                f"agent.compile: compiling failed ({type(exc).__name__}); eager", stacklevel=2
+            )
             state["fn"] = fn
             return fn(*args, **kwargs)
 
