@@ -65,7 +65,8 @@ class AgentConfig:
             "cpu, cuda or cuda:N",
         ),
     )
-    # torch.compile the fused update (opt-in: compiling takes tens of seconds on a small CPU).
+    # torch.compile the fused update: opt-in, for CUDA; on a small CPU it compiles for
+    # minutes and runs no faster (falls back to eager where no compiler works).
     compile: bool = False
 
 

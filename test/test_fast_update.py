@@ -286,3 +286,37 @@ def test_learner_on_cuda_trains():
         learner.add(tr)
         learner.learn()
     assert learner.agent.updates == 5 * 3
+
+
+def test_batch_norm_path_is_bitwise_the_reference():
+    """FlatAdam(exact=True) runs torch's foreach arithmetic: the autograd path is unchanged."""
+    cfg = AgentConfig(hidden=[16, 16], batch_norm=True, tau=0.05)
+    agent = NAFAgent(OBS, ACT, cfg, seed=6)
+    assert agent.optimizer.exact
+    ref = ReferenceAgent(agent)
+    buf, rng = filled_replay(), np.random.default_rng(6)
+    for _ in range(15):
+        batch = buf.sample(64, rng)
+        assert agent.update(batch) == ref.update(batch)
+    for (k, got), want in zip(agent.net.state_dict().items(), ref.net.state_dict().values()):
+        assert torch.equal(got, want), k
+
+
+# --- agent.compile ------------------------------------------------------------------------
+def _boom(*args, **kwargs):
+    raise RuntimeError("no C++ compiler")
+
+
+@pytest.mark.parametrize("where", ["compile", "first call"])
+def test_compile_falls_back_to_eager(monkeypatch, where):
+    if where == "compile":
+        monkeypatch.setattr(torch, "compile", _boom)
+    else:
+        monkeypatch.setattr(torch, "compile", lambda fn, **kw: _boom)
+    cfg = AgentConfig(hidden=[8, 8])
+    eager = NAFAgent(OBS, ACT, cfg, seed=0)
+    with pytest.warns(UserWarning, match="agent.compile"):
+        compiled = NAFAgent(OBS, ACT, AgentConfig(hidden=[8, 8], compile=True), seed=0)
+        batch = filled_replay().sample(32, np.random.default_rng(0))
+        assert compiled.update(batch) == eager.update(batch)
+    assert compiled.update(batch) == eager.update(batch)  # eager for good, no second warning
