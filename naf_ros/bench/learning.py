@@ -166,7 +166,7 @@ class _AutogradUpdate:
                     b_t.mul_(1.0 - self.cfg.tau).add_(b, alpha=self.cfg.tau)
                 else:
                     b_t.copy_(b)
-        return float(loss)
+        return float(loss.detach())
 
 
 def bench_updates(args) -> dict:
