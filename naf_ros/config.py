@@ -60,6 +60,18 @@ class AgentConfig:
     grad_clip: float | None = field(default=None, metadata=POS)
     replay_capacity: int = field(default=1_000_000, metadata=POS_INT)
     warmup_steps: int = field(default=500, metadata=NONNEG_INT)
+    # Where the learner (and the in-process trainer) trains; acting and published weights
+    # stay on the CPU. A CUDA device torch cannot see stops the learner at start.
+    device: str = field(
+        default="cpu",
+        metadata=_check(
+            lambda v: v in ("cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()),
+            "cpu, cuda or cuda:N",
+        ),
+    )
+    # torch.compile the fused update: opt-in, for CUDA; on a small CPU it compiles for
+    # minutes and runs no faster (falls back to eager where no compiler works).
+    compile: bool = False
 
 
 @dataclass

@@ -125,7 +125,58 @@ def bench_model_based(args) -> dict:
     return finish("model_based", args.out, payload, "Model-based acceleration")
 
 
+class _AutogradUpdate:
+    """The NAF update before the fast path (autograd, ``Adam(foreach=True)``, per-parameter
+    soft update): what ``updates --reference`` times against. Copies the agent's nets."""
+
+    def __init__(self, agent) -> None:
+        import copy
+
+        import torch
+
+        self.torch, self.cfg = torch, agent.cfg
+        self.net, self.target = copy.deepcopy(agent.net), copy.deepcopy(agent.target)
+        self.params, self.target_params = (
+            list(self.net.parameters()),
+            list(self.target.parameters()),
+        )
+        self.opt = torch.optim.Adam(self.params, lr=self.cfg.lr, foreach=True)
+
+    def update(self, batch: dict) -> float:
+        torch = self.torch
+        t = {k: torch.as_tensor(batch[k], dtype=torch.float32) for k in batch}
+        with torch.no_grad():
+            y = t["reward"] + self.cfg.gamma * (1 - t["terminal"]) * self.target.value(
+                t["next_obs"]
+            )
+        self.net.train()
+        loss = torch.mean((y - self.net(t["obs"], t["action"])) ** 2)
+        if not torch.isfinite(loss):
+            return float("nan")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.params, float("inf"), foreach=True)
+        if not torch.isfinite(norm):
+            return float("nan")
+        self.opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(self.target_params, self.params, self.cfg.tau)
+            for b_t, b in zip(self.target.buffers(), self.net.buffers()):
+                if b_t.dtype.is_floating_point:
+                    b_t.mul_(1.0 - self.cfg.tau).add_(b, alpha=self.cfg.tau)
+                else:
+                    b_t.copy_(b)
+        return float(loss.detach())
+
+
 def bench_updates(args) -> dict:
+    """Learner updates/s at the paper's network sizes (batch 64, one thread).
+
+    Each round times ``--per-round`` updates; the rate is given per wall second and per
+    second of the thread's CPU time (on a shared machine the wall clock also measures the
+    neighbours). ``--reference`` times the pre-fast-path update too, alternating rounds with
+    the current one, so both see the same load and the ratio is fair.
+    """
     import torch
 
     from naf_ros.config import AgentConfig
@@ -146,19 +197,50 @@ def bench_updates(args) -> dict:
                 rng.normal(size=(5000, 13)),
                 np.zeros(5000),
             )
-            times = []
-            for _ in range(5):
-                t0 = time.perf_counter()
-                for _ in range(200):
-                    agent.update(buf.sample(64, rng))
-                times.append(200 / (time.perf_counter() - t0))
+            paths = {"fast": lambda a=agent, b=buf: a.update(b.sample_tensors(64, rng, a.device))}
+            if args.reference:
+                ref = _AutogradUpdate(agent)
+                paths["reference"] = lambda r=ref, b=buf: r.update(b.sample(64, rng))
+            times: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": []} for k in paths}
+            for _ in range(args.rounds):
+                for name, step in paths.items():
+                    w0, c0 = time.perf_counter(), time.thread_time()
+                    for _ in range(args.per_round):
+                        step()
+                    times[name]["wall"].append(args.per_round / (time.perf_counter() - w0))
+                    times[name]["cpu"].append(args.per_round / max(time.thread_time() - c0, 1e-9))
             key = f"hidden={hidden} batch_norm={bn}"
-            rows[key] = {
-                "updates_per_s_median": float(np.median(times)),
-                "updates_per_s_runs": times,
-            }
-            print(f"{key:40s} {np.median(times):8.0f} updates/s (batch 64, 1 thread)")
-    return finish("updates", args.out, {"suite": "updates", "results": rows}, "updates")
+            row: dict = {}
+            for name, t in times.items():
+                prefix = "" if name == "fast" else "reference_"
+                row[f"{prefix}updates_per_s_median"] = float(np.median(t["wall"]))
+                row[f"{prefix}updates_per_cpu_s_median"] = float(np.median(t["cpu"]))
+                row[f"{prefix}updates_per_s_runs"] = t["wall"]
+            line = (
+                f"{key:40s} {row['updates_per_s_median']:7.0f} updates/s "
+                f"({row['updates_per_cpu_s_median']:.0f} per CPU s)"
+            )
+            if args.reference:
+                row["speedup_wall"] = (
+                    row["updates_per_s_median"] / row["reference_updates_per_s_median"]
+                )
+                row["speedup_cpu"] = (
+                    row["updates_per_cpu_s_median"] / row["reference_updates_per_cpu_s_median"]
+                )
+                line += (
+                    f" | reference {row['reference_updates_per_s_median']:6.0f} "
+                    f"({row['reference_updates_per_cpu_s_median']:.0f})"
+                    f" | x{row['speedup_wall']:.2f} wall, x{row['speedup_cpu']:.2f} CPU"
+                )
+            rows[key] = row
+            print(line + " (batch 64, 1 thread)")
+    payload = {
+        "suite": "updates",
+        "rounds": args.rounds,
+        "updates_per_round": args.per_round,
+        "results": rows,
+    }
+    return finish("updates", args.out, payload, "updates")
 
 
 def bench_report(args) -> dict:
@@ -206,6 +288,13 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--noise", type=float, default=0.3)
     parser.add_argument("--gamma", type=float, default=None, help="naf suite: discount")
     parser.add_argument("--lr", type=float, default=None, help="naf suite: Adam learning rate")
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="updates: also time the pre-fast-path update (autograd) in alternating rounds",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="updates: timed rounds per path")
+    parser.add_argument("--per-round", type=int, default=200, help="updates: updates per round")
     parser.add_argument(
         "--imagination-updates",
         type=lambda v: None if v == "paper" else int(v),

@@ -7,17 +7,22 @@ that knows which class to build is here, and the comparison runs on identical pl
 
 from __future__ import annotations
 
-from naf_ros.config import AgentConfig
+from naf_ros.config import AgentConfig, ConfigError
 from naf_ros.core.ddpg import DDPGAgent
 from naf_ros.core.naf import NAFAgent
 
 ALGORITHMS = ("naf", "ddpg")
 
 
-def make_agent(cfg: AgentConfig, obs_dim: int, act_dim: int, seed: int = 0) -> NAFAgent | DDPGAgent:
-    """A fresh agent of ``cfg.algorithm`` (the config schema has validated the name)."""
+def make_agent(
+    cfg: AgentConfig, obs_dim: int, act_dim: int, seed: int = 0, device: str = "cpu"
+) -> NAFAgent | DDPGAgent:
+    """A fresh agent of ``cfg.algorithm`` (the config schema has validated the name) that
+    trains on ``device`` (the learner passes ``agent.device``; acting copies stay on CPU)."""
     if cfg.algorithm == "naf":
-        return NAFAgent(obs_dim, act_dim, cfg, seed=seed)
+        return NAFAgent(obs_dim, act_dim, cfg, seed=seed, device=device)
     if cfg.algorithm == "ddpg":
+        if str(device) != "cpu":
+            raise ConfigError(f"agent.device: {device!r}; DDPG trains on the CPU only (so far)")
         return DDPGAgent(obs_dim, act_dim, cfg, seed=seed)
     raise ValueError(f"agent.algorithm: unknown {cfg.algorithm!r}; allowed: naf, ddpg")

@@ -132,6 +132,7 @@ class DDPGAgent:
         self.critic_optimizer = torch.optim.Adam(self._critic_params, lr=cfg.lr, foreach=True)
         self._params = list(self.net.parameters())
         self._target_params = list(self.target.parameters())
+        self.device = torch.device("cpu")  # what the learner copies minibatches to
         self.updates = 0
         self.skipped_updates = 0
         self.last_loss = float("nan")

@@ -71,7 +71,10 @@ class Learner:
         self.task = task  # rebuilds a checkpointed joint-space model
         mb = cfg.model_based
         self.rng = rng if rng is not None else np.random.default_rng(cfg.train.seed)
-        self.agent = make_agent(cfg.agent, obs_dim, act_dim, seed=cfg.train.seed)
+        # Trains on agent.device; every minibatch is copied there once, by sample_tensors.
+        self.agent = make_agent(
+            cfg.agent, obs_dim, act_dim, seed=cfg.train.seed, device=cfg.agent.device
+        )
         self.replay = ReplayBuffer(obs_dim, act_dim, cfg.agent.replay_capacity)
         self.fictional = ReplayBuffer(obs_dim, act_dim, mb.imagination_capacity)
         self.B_f: deque[np.ndarray] = deque(maxlen=mb.episodes_per_fit)
@@ -221,9 +224,11 @@ class Learner:
         losses = []
         if self.imagination_active and len(self.fictional) >= a.batch_size:
             for _ in range(self.imagination_updates):
-                losses.append(self.agent.update(self.fictional.sample(a.batch_size, self.rng)))
+                batch = self.fictional.sample_tensors(a.batch_size, self.rng, self.agent.device)
+                losses.append(self.agent.update(batch))
         for _ in range(a.updates_per_step):
-            losses.append(self.agent.update(self.replay.sample(a.batch_size, self.rng)))
+            batch = self.replay.sample_tensors(a.batch_size, self.rng, self.agent.device)
+            losses.append(self.agent.update(batch))
         finite = [v for v in losses if math.isfinite(v)]
         with self._loss_lock:
             self._loss_sum += sum(finite)

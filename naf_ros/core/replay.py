@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 FIELDS = ("obs", "action", "reward", "next_obs", "terminal", "step")
+FLOAT_FIELDS = ("obs", "action", "reward", "next_obs", "terminal")  # what an update reads
 F32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -30,11 +32,20 @@ class ReplayBuffer:
 
     def __init__(self, obs_dim: int, act_dim: int, capacity: int) -> None:
         self.obs_dim, self.act_dim, self.capacity = obs_dim, act_dim, int(capacity)
-        self.obs = np.zeros((self.capacity, obs_dim), np.float32)
-        self.action = np.zeros((self.capacity, act_dim), np.float32)
-        self.reward = np.zeros(self.capacity, np.float32)
-        self.next_obs = np.zeros((self.capacity, obs_dim), np.float32)
-        self.terminal = np.zeros(self.capacity, np.float32)
+        # The float fields are column blocks of one row-major array, so a minibatch is one
+        # gather and one copy to the training device (sample_tensors).
+        widths = (obs_dim, act_dim, 1, obs_dim, 1)
+        self._rows = np.zeros((self.capacity, sum(widths)), np.float32)
+        self._columns: dict[str, slice] = {}
+        start = 0
+        for name, width in zip(FLOAT_FIELDS, widths):
+            self._columns[name] = slice(start, start + width)
+            start += width
+        self.obs = self._rows[:, self._columns["obs"]]
+        self.action = self._rows[:, self._columns["action"]]
+        self.reward = self._rows[:, self._columns["reward"].start]
+        self.next_obs = self._rows[:, self._columns["next_obs"]]
+        self.terminal = self._rows[:, self._columns["terminal"].start]
         self.step = np.zeros(self.capacity, np.int32)
         self.size = 0
         self.cursor = 0
@@ -104,6 +115,17 @@ class ReplayBuffer:
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         idx = rng.integers(0, self.size, size=batch_size)
         return {name: getattr(self, name)[idx] for name in FIELDS}
+
+    def sample_tensors(
+        self, batch_size: int, rng: np.random.Generator, device: torch.device
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`sample`'s draw (same indices for the same ``rng``) as float32 tensors on
+        ``device``, copied there in one transfer; ``step`` is left out (updates ignore it)."""
+        idx = rng.integers(0, self.size, size=batch_size)
+        rows = torch.from_numpy(self._rows[idx]).to(device)
+        out = {name: rows[:, cols] for name, cols in self._columns.items()}
+        out["reward"], out["terminal"] = out["reward"][:, 0], out["terminal"][:, 0]
+        return out
 
     def state_dict(self) -> dict:
         n = self.size

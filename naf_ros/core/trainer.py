@@ -26,6 +26,7 @@ from naf_ros.core.envs import ActionScaler, episode_limit, make_env, tip_distanc
 from naf_ros.core.learner import Learner
 from naf_ros.core.metrics import MetricsLog, episodes_to_within, plot_curves
 from naf_ros.core.model_based import ModelBased
+from naf_ros.core.naf import resolve_device
 from naf_ros.core.noise import make_noise
 
 
@@ -112,6 +113,7 @@ class Trainer:
     ) -> None:
         self.cfg = cfg
         self.log = log or (lambda _msg: None)
+        resolve_device(cfg.agent.device)  # a missing CUDA device stops here, before the envs
         torch.set_num_threads(cfg.train.torch_threads)
         self.env = make_env(cfg.env)
         self.eval_env = make_env(cfg.env)

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.node import Node
+from rclpy.publisher import Publisher
 from std_msgs.msg import Float32MultiArray, Float64, Float64MultiArray
 
 from naf_ros.bag.segments import SegmentedBag
@@ -66,6 +67,7 @@ from naf_ros.ros.names import (
     TRANSITIONS_TOPIC,
     WEIGHTS_TOPIC,
     metric_topic,
+    producer_metric_topic,
 )
 from naf_ros.ros.params import declare, declare_config
 from naf_ros.ros.persist import CheckpointFile
@@ -108,6 +110,62 @@ class Accounts:
         with self._lock:
             self.processed = {int(k): int(v) for k, v in processed.items()}
             self.last_episode = {int(k): int(v) for k, v in last_episode.items()}
+
+
+class UpdateRatio:
+    """Achieved updates per real transition, per producer and overall, against the target
+    the algorithm asks for (I, or I + I·l while imagining): whether realtime learning keeps
+    up with the arms.
+
+    Each learn() call's updates are shared equally among the transitions added since the
+    previous call; a call that follows no new transition (realtime, the learner is ahead)
+    credits the producers of the last batch that had some. Only transitions added while R
+    is warm count (no update is due before). Lockstep gives exactly the target. Written by
+    the worker thread, read by the executor thread, hence the lock.
+    """
+
+    ALL = -1  # the overall account's key
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._totals: dict[int, list[float]] = {}  # key -> [transitions, updates, target]
+        self._marks: dict[int, list[float]] = {}  # the totals at the last report
+        self._last_shares: dict[int, int] = {}
+
+    def record(self, added: dict[int, int], updates: int, target: int) -> None:
+        """``added`` transitions per producer since the previous call, ``updates`` done for
+        them, ``target`` updates the algorithm plans per transition."""
+        with self._lock:
+            shares = added or self._last_shares
+            n = sum(shares.values())
+            if not n:
+                return
+            if added:
+                self._last_shares = dict(added)
+            for key, k in [*shares.items(), (self.ALL, n)]:
+                tot = self._totals.setdefault(key, [0.0, 0.0, 0.0])
+                tot[1] += updates * k / n
+                if added:
+                    tot[0] += k
+                    tot[2] += target * k
+
+    def take(self) -> tuple[dict[int, float], float | None]:
+        """Updates per transition since each account's last report that had transitions
+        (an account without new transitions keeps accruing), and the mean target for the
+        overall window. Keys are producers, :attr:`ALL` the overall figure."""
+        out: dict[int, float] = {}
+        target = None
+        with self._lock:
+            for key, tot in self._totals.items():
+                mark = self._marks.get(key, [0.0, 0.0, 0.0])
+                transitions = tot[0] - mark[0]
+                if transitions <= 0:
+                    continue
+                out[key] = (tot[1] - mark[1]) / transitions
+                if key == self.ALL:
+                    target = (tot[2] - mark[2]) / transitions
+                self._marks[key] = list(tot)
+        return out, target
 
 
 # --- the node ---------------------------------------------------------------------------------
@@ -183,6 +241,9 @@ class LearnerNode(Node):
         self.weights_published = 0
         self._last_weights_updates = -1
         self._metrics_last = (time.monotonic(), self.learner.agent.updates)
+        self.update_ratio = UpdateRatio()
+        self._producer_ratio_pubs: dict[int, Publisher] = {}
+        self._added: dict[int, int] = {}  # per producer, since the last learn() (worker)
         self.publish_weights()
         # Subscribe before announcing ourselves, so producers that re-send on seeing a new
         # learner_id find the subscription.
@@ -197,7 +258,8 @@ class LearnerNode(Node):
         self._refresh_diagnostics()
         a = self.cfg.agent
         self.get_logger().info(
-            f"learner ({self.mode}): hidden {a.hidden}, I={a.updates_per_step}, "
+            f"learner ({self.mode}): hidden {a.hidden} on {self.learner.agent.device}, "
+            f"I={a.updates_per_step}, "
             f"warmup {a.warmup_steps}, model-based {self.cfg.model_based.enabled}, "
             f"checkpoint {self.checkpoint.path}"
             + (f", recording to {self.bag.folder}" if self.bag is not None else "")
@@ -379,8 +441,55 @@ class LearnerNode(Node):
         publish_scalar(p["replay_size"], len(self.learner.replay))
         publish_scalar(p["imagination_transitions"], self.learner.counters.imagined)
         publish_scalar(p["transitions_lost"], self.sequencer.tracker.lost)
+        self._report_update_ratio()
         self.publish_progress()  # heartbeat: producers can tell a silent learner from a slow one
         self._refresh_diagnostics()
+
+    def _report_update_ratio(self) -> None:
+        """Updates per transition on metric topics and /diagnostics; a WARN while the learner
+        does fewer than 90% of the updates the algorithm asks for."""
+        ratios, target = self.update_ratio.take()
+        v = self.diag.values
+        for producer, ratio in ratios.items():
+            if producer == UpdateRatio.ALL:
+                publish_scalar(self._metric_pubs["updates_per_transition"], ratio)
+                v["updates_per_transition"] = round(ratio, 3)
+                continue
+            pub = self._producer_ratio_pubs.get(producer)
+            if pub is None:
+                topic = producer_metric_topic("updates_per_transition", producer)
+                pub = self.create_publisher(Float64, topic, qos.METRICS)
+                self._producer_ratio_pubs[producer] = pub
+            publish_scalar(pub, ratio)
+            v[f"updates_per_transition_producer_{producer}"] = round(ratio, 3)
+        if target is None:
+            return
+        v["updates_per_transition_target"] = round(target, 3)
+        overall = ratios[UpdateRatio.ALL]
+        if overall < 0.9 * target:
+            self.diag.problem(
+                "update_ratio",
+                DiagnosticStatus.WARN,
+                f"learner behind the arms: {overall:.2f} updates per transition of "
+                f"{target:.3g} configured",
+            )
+        else:
+            self.diag.clear("update_ratio")
+
+    def _planned_updates(self) -> int:
+        """Updates per real transition the algorithm asks for right now (learn()'s plan)."""
+        L = self.learner
+        planned = self.cfg.agent.updates_per_step
+        if L.imagination_active and len(L.fictional) >= self.cfg.agent.batch_size:
+            planned += L.imagination_updates
+        return planned
+
+    def _learn(self) -> None:
+        """learn(), and its updates credited to the transitions added since the last one."""
+        losses = self.learner.learn()
+        added, self._added = self._added, {}
+        if self.learner.warm:
+            self.update_ratio.record(added, len(losses), self._planned_updates())
 
     def _refresh_diagnostics(self) -> None:
         L, c = self.learner, self.learner.counters
@@ -450,7 +559,7 @@ class LearnerNode(Node):
                 if got_real:
                     self.publish_progress()
                 if realtime:
-                    self.learner.learn()
+                    self._learn()
                 if self.learner.agent.updates - self._last_weights_updates >= self.weights_every:
                     self.publish_weights()
                 every = self.checkpoint_every_s
@@ -479,8 +588,9 @@ class LearnerNode(Node):
             self._durable[producer] = -1  # a new sequence: none of it is in a checkpoint yet
         if tr is not None:
             self.learner.add(tr, producer)
+            self._added[producer] = self._added.get(producer, 0) + 1
             if learn:
-                self.learner.learn()
+                self._learn()
             if self.bag is not None:
                 self.bag.write("transition", msg, self.bag.stamp())
         self.accounts.account(producer, seq, episode)

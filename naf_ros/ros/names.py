@@ -43,6 +43,8 @@ LEARNER_METRICS = (
     "replay_size",
     "imagination_transitions",
     "transitions_lost",
+    # achieved updates per real transition (target: I, or I + I·l while imagining)
+    "updates_per_transition",
 )
 FITTER_METRICS = ("model_fits", "model_rmse")
 EXPLORER_METRICS = ("ilqg_kl", "ilqg_expected_return")
@@ -50,3 +52,8 @@ EXPLORER_METRICS = ("ilqg_kl", "ilqg_expected_return")
 
 def metric_topic(name: str) -> str:
     return METRICS_PREFIX + name
+
+
+def producer_metric_topic(name: str, producer: int) -> str:
+    """One producer's (arm's) share of a learner metric: ``<metric>/producer_<id>``."""
+    return f"{metric_topic(name)}/producer_{int(producer)}"
