@@ -6,20 +6,50 @@ import pytest
 
 import naf_ros.envs  # noqa: F401
 from naf_ros.envs import REACHER_FIXED_ID, REACHER_ID
-from naf_ros.envs.sim import ReacherSim
+from naf_ros.envs.sim import ArmSim
 from naf_ros.envs.task import ArmModel, ReacherTask
 
 
 def test_arm_model_parsed_from_mjcf():
     arm = ArmModel.from_mjcf()
     assert arm.joint_names == ("joint1", "joint2", "joint3")
-    assert np.allclose(arm.link_offsets, [[0.1, 0], [0.1, 0], [0.1, 0]])
+    assert arm.joint_types == ("hinge",) * 3
+    assert np.allclose(arm.tip_position(np.zeros(3)), [0.3, 0, 0])
     assert np.allclose(arm.effort_limits, 0.3)
+    assert np.allclose(arm.joint_lower, [-np.inf, -2.8, -2.8])
     assert arm.reach == pytest.approx(0.3)
 
 
+def test_task_matches_the_legacy_planar_parser():
+    """Interim: the MuJoCo-compiled arm gives the hand-parsed planar task's numbers."""
+    from naf_ros.envs import _legacy_task as legacy
+
+    old, new = legacy.ReacherTask(), ReacherTask()
+    rng = np.random.default_rng(7)
+    q, qd = rng.uniform(-4, 4, (300, 3)), rng.normal(size=(300, 3))
+    target, u = rng.uniform(-0.3, 0.3, (300, 2)), rng.uniform(-1.2, 1.2, (300, 3))
+    obs_old, obs_new = old.observation(q, qd, target), new.observation(q, qd, target)
+    assert obs_new.shape == obs_old.shape and np.allclose(obs_new, obs_old, rtol=0, atol=1e-15)
+    assert np.allclose(new.reward(obs_new, u), old.reward(obs_old, u), rtol=0, atol=1e-15)
+    for a, b in zip(
+        old.joint_state_from_observation(obs_old), new.joint_state_from_observation(obs_old)
+    ):
+        assert np.array_equal(a, b)
+    for i in range(50):
+        for a, b in zip(
+            old.reward_derivatives(obs_old[i], u[i]), new.reward_derivatives(obs_new[i], u[i])
+        ):
+            assert np.allclose(a, b, rtol=0, atol=1e-12)
+    assert new.obs_dim == old.obs_dim and new.delta_slice == old.delta_slice
+    assert new.target_slice == old.target_slice
+    assert np.array_equal(new.arm.effort_limits, old.arm.effort_limits)
+    assert np.array_equal(new.arm.joint_lower, old.arm.joint_lower)
+    assert np.array_equal(new.arm.joint_upper, old.arm.joint_upper)
+    assert new.arm.reach == old.arm.reach
+
+
 def test_forward_kinematics_matches_mujoco_site():
-    sim = ReacherSim()
+    sim = ArmSim(ArmModel.from_mjcf(), target_dims=2)
     task = ReacherTask(sim.arm)
     rng = np.random.default_rng(0)
     for _ in range(20):
@@ -102,15 +132,15 @@ def test_fixed_target_and_random_target():
 
 
 def test_efforts_clipped_to_model_limits_and_non_finite_zeroed():
-    sim = ReacherSim()
+    sim = ArmSim(ArmModel.from_mjcf(), target_dims=2)
     applied = sim.set_effort(np.array([5.0, -5.0, np.nan]))
     assert np.allclose(applied, [0.3, -0.3, 0.0])
 
 
 def test_control_period_is_whole_physics_steps():
     with pytest.raises(ValueError, match="whole multiple"):
-        ReacherSim(control_dt=0.0123)
-    sim = ReacherSim(control_dt=0.02)
+        ArmSim(ArmModel.from_mjcf(), control_dt=0.0123, target_dims=2)
+    sim = ArmSim(ArmModel.from_mjcf(), control_dt=0.02, target_dims=2)
     sim.reset(np.zeros(3), np.zeros(3), np.zeros(2))
     sim.step()
     assert sim.time == pytest.approx(0.02)
