@@ -20,32 +20,25 @@ def test_arm_model_parsed_from_mjcf():
     assert arm.reach == pytest.approx(0.3)
 
 
-def test_task_matches_the_legacy_planar_parser():
-    """Interim: the MuJoCo-compiled arm gives the hand-parsed planar task's numbers."""
-    from naf_ros.envs import _legacy_task as legacy
-
-    old, new = legacy.ReacherTask(), ReacherTask()
+def test_planar_task_is_the_closed_form_reacher():
+    """The MuJoCo-compiled arm gives the planar reacher's closed-form numbers (what the
+    hand-parsed task computed before ArmModel; equal to it within 1e-15 on random states)."""
+    task = ReacherTask()
     rng = np.random.default_rng(7)
     q, qd = rng.uniform(-4, 4, (300, 3)), rng.normal(size=(300, 3))
     target, u = rng.uniform(-0.3, 0.3, (300, 2)), rng.uniform(-1.2, 1.2, (300, 3))
-    obs_old, obs_new = old.observation(q, qd, target), new.observation(q, qd, target)
-    assert obs_new.shape == obs_old.shape and np.allclose(obs_new, obs_old, rtol=0, atol=1e-15)
-    assert np.allclose(new.reward(obs_new, u), old.reward(obs_old, u), rtol=0, atol=1e-15)
-    for a, b in zip(
-        old.joint_state_from_observation(obs_old), new.joint_state_from_observation(obs_old)
-    ):
-        assert np.array_equal(a, b)
-    for i in range(50):
-        for a, b in zip(
-            old.reward_derivatives(obs_old[i], u[i]), new.reward_derivatives(obs_new[i], u[i])
-        ):
-            assert np.allclose(a, b, rtol=0, atol=1e-12)
-    assert new.obs_dim == old.obs_dim and new.delta_slice == old.delta_slice
-    assert new.target_slice == old.target_slice
-    assert np.array_equal(new.arm.effort_limits, old.arm.effort_limits)
-    assert np.array_equal(new.arm.joint_lower, old.arm.joint_lower)
-    assert np.array_equal(new.arm.joint_upper, old.arm.joint_upper)
-    assert new.arm.reach == old.arm.reach
+    phi = np.cumsum(q, axis=-1)
+    tip = 0.1 * np.stack([np.cos(phi).sum(-1), np.sin(phi).sum(-1)], axis=-1)
+    expected = np.concatenate([np.cos(q), np.sin(q), qd, target, tip - target], axis=-1)
+    obs = task.observation(q, qd, target)
+    assert obs.shape == (300, 13) and np.allclose(obs, expected, rtol=0, atol=1e-15)
+    d = expected[:, 11:13]
+    reward = -(np.sqrt((d * d).sum(-1) + 0.01**2) - 0.01) - 0.02 * (u * u).sum(-1)
+    assert np.allclose(task.reward(obs, u), reward, rtol=0, atol=1e-15)
+    q_back, qd_back, target_back = task.joint_state_from_observation(obs)
+    assert np.array_equal(q_back, np.arctan2(np.sin(q), np.cos(q)))
+    assert np.array_equal(qd_back, qd) and np.array_equal(target_back, target)
+    assert (task.target_slice, task.delta_slice) == (slice(9, 11), slice(11, 13))
 
 
 def test_forward_kinematics_matches_mujoco_site():
