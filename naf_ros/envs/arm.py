@@ -135,7 +135,10 @@ class ArmModel:
         spec = self._parse()  # find the tip before adding a site for it
         self.tip, self.tip_offset = self._resolve_tip(spec, tip, tip_offset)
         self._tip_is_site = tip_offset is None and self._has_site(spec, self.tip)
-        self.mj_model = self.spec().compile()
+        try:
+            self.mj_model = self.spec().compile()
+        except Exception as err:  # MuJoCo raises ValueError; keep any failure to one line
+            raise ArmModelError(f"{source}: MuJoCo cannot load it: {_first_line(err)}") from None
         m = self.mj_model
         self.base = base if base is not None else m.body(0).name
         base_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, self.base)

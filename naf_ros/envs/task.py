@@ -53,6 +53,12 @@ class ReachTask:
         self._hinge = np.flatnonzero(hinge)
         self._slide = np.flatnonzero(~hinge)
         self._all_hinges = bool(hinge.all())
+        # Hinges limited to less than a turn but not within (-pi, pi] (the Panda's joint 6):
+        # their angle comes back in the turn centred on the range, so within the limits.
+        lo, hi = arm.joint_lower[self._hinge], arm.joint_upper[self._hinge]
+        shifted = (hi - lo < 2 * np.pi) & ((hi > np.pi) | (lo <= -np.pi))
+        self._shifted = np.flatnonzero(shifted)
+        self._shift_centre = 0.5 * (lo[shifted] + hi[shifted])
         n_pos = 2 * len(self._hinge) + len(self._slide)
         self.qd_slice = slice(n_pos, n_pos + n)
         self.target_slice = slice(n_pos + n, n_pos + n + dims)
@@ -80,10 +86,16 @@ class ReachTask:
     def joint_state_from_observation(
         self, obs: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Invert :meth:`observation` (one or a batch): q (hinges in (-pi, pi]), qd, target."""
+        """Invert :meth:`observation` (one or a batch): q, qd, target. Hinge angles come back
+        in (-pi, pi], except a hinge limited to less than a turn outside that interval: in the
+        turn centred on its range."""
         obs = np.asarray(obs, dtype=float)
         nh = len(self._hinge)
         angles = np.arctan2(obs[..., nh : 2 * nh], obs[..., :nh])
+        if len(self._shifted):
+            c = self._shift_centre
+            picked = angles[..., self._shifted]
+            angles[..., self._shifted] = c + (picked - c + np.pi) % (2 * np.pi) - np.pi
         if self._all_hinges:
             q = angles
         else:
