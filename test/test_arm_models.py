@@ -258,15 +258,14 @@ def test_bad_descriptions_fail_in_one_line_naming_the_problem(make, message):
 
 def test_missing_effort_limit_must_be_given_and_is_reported():
     arm_xml = """<mujoco><worldbody><body name="l1"><joint name="j1" axis="0 0 1"/>
-    <geom type="capsule" size="0.05" fromto="0 0 0 0.2 0 0" mass="1"/><site name="fingertip" pos="0.2 0 0"/>
+    <geom type="capsule" size="0.05" fromto="0 0 0 0.2 0 0" mass="1"/>
+    <site name="fingertip" pos="0.2 0 0"/>
     </body></worldbody></mujoco>"""
     with pytest.raises(ArmModelError, match="'j1' has no effort limit"):
         ArmModel.from_xml(arm_xml)
     arm = ArmModel.from_xml(arm_xml, effort={"j1": 2.0})
-    assert (
-        arm.effort_limits.tolist() == [2.0]
-        and "effort limits not in the description" in arm.describe()
-    )
+    assert arm.effort_limits.tolist() == [2.0]
+    assert "effort limits not in the description" in arm.describe()
 
 
 def test_arm_model_pickles_and_works_from_threads():
