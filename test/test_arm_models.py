@@ -239,6 +239,7 @@ BAD_GEOM = """<mujoco><worldbody><body name="a"><joint name="j" axis="0 0 1"/>
         (lambda t: ArmModel.from_xml(t[: len(t) // 2]), "not XML"),
         (lambda t: ArmModel.from_xml(t, tip="tool0", joints=["elbow_joint", "nope"]), "'nope'"),
         (lambda t: ArmModel.from_xml(t), "no tip given and no single end link"),
+        (lambda t: ArmModel.from_xml(t, tip="tool0", joints=["elbow_joint"] * 2), "twice"),
         (lambda t: ArmModel.from_xml(t, tip="tool0", base="nowhere"), "base 'nowhere'"),
         (lambda t: ArmModel.from_xml(t, tip="shoulder_link", base="tool0"), "not on the path"),
         (lambda t: ArmModel.from_xml(BALL_CHAIN), "'ball' on the chain is a mjJNT_BALL"),

@@ -156,6 +156,8 @@ class ArmModel:
             )
         if not names:
             raise ArmModelError(f"{source}: no joint between {self.base!r} and {self.tip!r}")
+        if len(set(names)) != len(names):
+            raise ArmModelError(f"{source}: joints {list(names)} name a joint twice")
         self.joint_names: tuple[str, ...] = tuple(names)
         ids = [m.joint(n).id for n in self.joint_names]
         self.joint_types = tuple(_JOINT_KINDS[int(m.jnt_type[j])] for j in ids)
