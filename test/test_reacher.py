@@ -6,20 +6,43 @@ import pytest
 
 import naf_ros.envs  # noqa: F401
 from naf_ros.envs import REACHER_FIXED_ID, REACHER_ID
-from naf_ros.envs.sim import ReacherSim
+from naf_ros.envs.sim import ArmSim
 from naf_ros.envs.task import ArmModel, ReacherTask
 
 
 def test_arm_model_parsed_from_mjcf():
     arm = ArmModel.from_mjcf()
     assert arm.joint_names == ("joint1", "joint2", "joint3")
-    assert np.allclose(arm.link_offsets, [[0.1, 0], [0.1, 0], [0.1, 0]])
+    assert arm.joint_types == ("hinge",) * 3
+    assert np.allclose(arm.tip_position(np.zeros(3)), [0.3, 0, 0])
     assert np.allclose(arm.effort_limits, 0.3)
+    assert np.allclose(arm.joint_lower, [-np.inf, -2.8, -2.8])
     assert arm.reach == pytest.approx(0.3)
 
 
+def test_planar_task_is_the_closed_form_reacher():
+    """The MuJoCo-compiled arm gives the planar reacher's closed-form numbers (what the
+    hand-parsed task computed before ArmModel; equal to it within 1e-15 on random states)."""
+    task = ReacherTask()
+    rng = np.random.default_rng(7)
+    q, qd = rng.uniform(-4, 4, (300, 3)), rng.normal(size=(300, 3))
+    target, u = rng.uniform(-0.3, 0.3, (300, 2)), rng.uniform(-1.2, 1.2, (300, 3))
+    phi = np.cumsum(q, axis=-1)
+    tip = 0.1 * np.stack([np.cos(phi).sum(-1), np.sin(phi).sum(-1)], axis=-1)
+    expected = np.concatenate([np.cos(q), np.sin(q), qd, target, tip - target], axis=-1)
+    obs = task.observation(q, qd, target)
+    assert obs.shape == (300, 13) and np.allclose(obs, expected, rtol=0, atol=1e-15)
+    d = expected[:, 11:13]
+    reward = -(np.sqrt((d * d).sum(-1) + 0.01**2) - 0.01) - 0.02 * (u * u).sum(-1)
+    assert np.allclose(task.reward(obs, u), reward, rtol=0, atol=1e-15)
+    q_back, qd_back, target_back = task.joint_state_from_observation(obs)
+    assert np.array_equal(q_back, np.arctan2(np.sin(q), np.cos(q)))
+    assert np.array_equal(qd_back, qd) and np.array_equal(target_back, target)
+    assert (task.target_slice, task.delta_slice) == (slice(9, 11), slice(11, 13))
+
+
 def test_forward_kinematics_matches_mujoco_site():
-    sim = ReacherSim()
+    sim = ArmSim(ArmModel.from_mjcf(), target_dims=2)
     task = ReacherTask(sim.arm)
     rng = np.random.default_rng(0)
     for _ in range(20):
@@ -102,15 +125,15 @@ def test_fixed_target_and_random_target():
 
 
 def test_efforts_clipped_to_model_limits_and_non_finite_zeroed():
-    sim = ReacherSim()
+    sim = ArmSim(ArmModel.from_mjcf(), target_dims=2)
     applied = sim.set_effort(np.array([5.0, -5.0, np.nan]))
     assert np.allclose(applied, [0.3, -0.3, 0.0])
 
 
 def test_control_period_is_whole_physics_steps():
     with pytest.raises(ValueError, match="whole multiple"):
-        ReacherSim(control_dt=0.0123)
-    sim = ReacherSim(control_dt=0.02)
+        ArmSim(ArmModel.from_mjcf(), control_dt=0.0123, target_dims=2)
+    sim = ArmSim(ArmModel.from_mjcf(), control_dt=0.02, target_dims=2)
     sim.reset(np.zeros(3), np.zeros(3), np.zeros(2))
     sim.step()
     assert sim.time == pytest.approx(0.02)

@@ -136,7 +136,7 @@ class SafetyLimits:
         command_timeout: float | None = 0.5,
         **overrides: Any,
     ) -> SafetyLimits:
-        """Limits from an :class:`~naf_ros.envs.task.ArmModel`: the MJCF's effort limits, its
+        """Limits from an :class:`~naf_ros.envs.arm.ArmModel`: the description's effort limits, its
         joint ranges shrunk by ``position_margin`` (so we stop *before* the hard stop), plus
         ``overrides`` in :meth:`from_dict` form."""
         if position_margin < 0:

@@ -1,8 +1,8 @@
-"""The reacher task and episode length as the configured ``env`` section defines them.
+"""The reaching task and episode length as the configured ``env`` section defines them.
 
 The ROS nodes rebuild exactly what the in-process trainer's ``gym.make`` would, without
 making an environment: the learning side only needs the task (observation, reward and its
-derivatives, forward kinematics). Light to import: gymnasium only when called.
+derivatives, forward kinematics). Light to import: gymnasium and MuJoCo only when called.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 from naf_ros.config import ConfigError, EnvConfig
 
 if TYPE_CHECKING:
-    from naf_ros.envs.task import ReacherTask
+    from naf_ros.envs.task import ReachTask
 
 REACHER_ENTRY_POINT = "naf_ros.envs.reacher_env:Reacher3DOFEnv"
+ARM_ENTRY_POINT = "naf_ros.envs.reacher_env:ArmReachEnv"
 DEFAULT_EPISODE_STEPS = 50
 
 
@@ -58,10 +59,30 @@ def episode_steps(env_cfg: EnvConfig) -> int:
     return DEFAULT_EPISODE_STEPS
 
 
-def reacher_task(env_cfg: EnvConfig) -> ReacherTask:
-    """The task the configured reacher uses, so rewards and derivatives match the sim's."""
-    from naf_ros.envs.task import ArmModel, ReacherTask
+def _arm_env_kwargs(env_cfg: EnvConfig) -> dict | None:
+    """Constructor kwargs when ``env.id`` is a registered :class:`ArmReachEnv`, else None."""
+    import gymnasium as gym
 
+    import naf_ros.envs  # noqa: F401
+
+    if env_cfg.id not in gym.registry or gym.spec(env_cfg.id).entry_point != ARM_ENTRY_POINT:
+        return None
+    return {**(gym.spec(env_cfg.id).kwargs or {}), **(env_cfg.kwargs or {})}
+
+
+def reacher_task(env_cfg: EnvConfig) -> ReachTask:
+    """The task the configured environment uses, so rewards and derivatives match the sim's:
+    the 3-D reach of an arm environment's arm, else the planar 3-DOF reacher's."""
+    from naf_ros.envs.arm import ArmModel
+    from naf_ros.envs.task import ReacherTask, ReachTask
+
+    weight_key, default_weight = "ctrl_cost_weight", 0.02
+    arm_kwargs = _arm_env_kwargs(env_cfg)
+    if arm_kwargs is not None:
+        from naf_ros.envs.reacher_env import arm_from_kwargs
+
+        weight = float(arm_kwargs.get(weight_key, default_weight))
+        return ReachTask(arm_from_kwargs(arm_kwargs), ctrl_cost_weight=weight)
     kwargs = reacher_env_kwargs(env_cfg, require_registered=False)
     arm = ArmModel.from_mjcf(kwargs.get("model_path"))
-    return ReacherTask(arm, ctrl_cost_weight=float(kwargs.get("ctrl_cost_weight", 0.02)))
+    return ReacherTask(arm, ctrl_cost_weight=float(kwargs.get(weight_key, default_weight)))

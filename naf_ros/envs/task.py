@@ -1,169 +1,134 @@
-"""The reaching task: observation, reward and forward kinematics from joint states alone.
+"""The reaching task: observation, reward and its derivatives from joint states and a target.
 
-The same code serves the MuJoCo environment, the ROS policy node and a real arm, so it must
-not touch simulator internals: it reads the arm's geometry from an MJCF file (plain XML, no
-MuJoCo import) and computes everything from joint positions, velocities and the target.
+The same code serves the MuJoCo environments, the ROS nodes and a real arm, so it reads
+nothing from a simulator: the tip comes from the arm's kinematics (:class:`ArmModel`, built
+from the arm's own MJCF or URDF), everything else from joint positions, velocities and the
+target.
 """
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 
-DEFAULT_MODEL_FILE = "reacher3dof.xml"
+from naf_ros.envs.arm import HINGE, ArmModel, ArmModelError
+
+TargetBox = tuple[Sequence[float], Sequence[float]]
 
 
-def default_model_path() -> Path:
-    """Path of the MJCF shipped with the package."""
-    return Path(str(resources.files("naf_ros.envs") / "assets" / DEFAULT_MODEL_FILE))
+class ReachTask:
+    """Bring the tip of a serial arm to a target: in 3D, or in the base's xy-plane (``dims=2``).
 
+    Observation ``[cos q_h, sin q_h, q_s, qd, target, tip - target]``: ``q_h`` the hinge
+    angles (as cos/sin, limited or not: bounded and continuous across a turn, as the paper's
+    reacher observes them), ``q_s`` the slide positions as they are (metres), ``qd`` all joint
+    velocities, then the target and the tip-to-target vector in the arm's base frame (``dims``
+    coordinates each). The target rather than the tip sits beside the vector, as in the
+    paper's reacher: either determines the other linearly (tip = target + vector).
 
-def _vec(text: str | None, n: int = 3) -> np.ndarray:
-    if not text:
-        return np.zeros(n)
-    return np.array([float(v) for v in text.split()], dtype=float)
-
-
-@dataclass(frozen=True)
-class ArmModel:
-    """What the task needs to know about a planar serial arm.
-
-    ``link_offsets[i]`` is the xy position of joint i+1's body in link i's frame; the last
-    entry is the fingertip site in the last link's frame. Effort limits (N·m) come from the
-    actuators' ``ctrlrange``; joint ranges (rad) are ``inf`` where the joint is unlimited.
-    """
-
-    joint_names: tuple[str, ...]
-    base: np.ndarray
-    link_offsets: np.ndarray
-    effort_limits: np.ndarray
-    joint_lower: np.ndarray
-    joint_upper: np.ndarray
-
-    @property
-    def n_joints(self) -> int:
-        return len(self.joint_names)
-
-    @property
-    def reach(self) -> float:
-        return float(np.linalg.norm(self.link_offsets, axis=1).sum())
-
-    @classmethod
-    def from_mjcf(cls, path: str | Path | None = None, tip_site: str = "fingertip") -> ArmModel:
-        """Parse a chain of hinge-jointed bodies ending in ``tip_site``."""
-        path = Path(path) if path is not None else default_model_path()
-        root = ET.parse(path).getroot()
-        worldbody = root.find("worldbody")
-        if worldbody is None:
-            raise ValueError(f"{path}: no <worldbody>")
-        names: list[str] = []
-        offsets: list[np.ndarray] = []
-        lower: list[float] = []
-        upper: list[float] = []
-        base = None
-        body = next((b for b in worldbody.findall("body") if b.find("joint") is not None), None)
-        while body is not None:
-            joint = body.find("joint")
-            if joint is None:
-                break
-            pos = _vec(body.get("pos"))[:2]
-            if base is None:
-                base = pos
-            else:
-                offsets.append(pos)
-            names.append(joint.get("name", f"joint{len(names) + 1}"))
-            if joint.get("limited") == "true" and joint.get("range"):
-                lo, hi = _vec(joint.get("range"), 2)
-            else:
-                lo, hi = -np.inf, np.inf
-            lower.append(lo)
-            upper.append(hi)
-            site = body.find(f"site[@name='{tip_site}']")
-            if site is not None:
-                offsets.append(_vec(site.get("pos"))[:2])
-                break
-            body = body.find("body")
-        if not names or len(offsets) != len(names):
-            raise ValueError(f"{path}: expected a hinge chain ending in site '{tip_site}'")
-        limits = {}
-        for motor in root.iter("motor"):
-            lo, hi = _vec(motor.get("ctrlrange"), 2)
-            gear = float(motor.get("gear", "1").split()[0])
-            limits[motor.get("joint")] = max(abs(lo), abs(hi)) * gear
-        missing = [n for n in names if n not in limits]
-        if missing:
-            raise ValueError(f"{path}: joints without a motor/ctrlrange: {missing}")
-        return cls(
-            joint_names=tuple(names),
-            base=np.asarray(base, dtype=float),
-            link_offsets=np.asarray(offsets, dtype=float),
-            effort_limits=np.array([limits[n] for n in names], dtype=float),
-            joint_lower=np.array(lower, dtype=float),
-            joint_upper=np.array(upper, dtype=float),
-        )
-
-
-class ReacherTask:
-    """Observation and reward of the reaching task.
-
-    Observation (13 for 3 joints): ``[cos q, sin q, qd, target_xy, tip_xy - target_xy]``.
     Reward ``r(x, u) = -(sqrt(|d|^2 + a^2) - a) - w |u|^2`` with ``d`` the tip-to-target vector
     of the observation *before* the step (as Gymnasium's Reacher) and ``u`` the normalised
-    action in [-1, 1]. The pseudo-Huber distance is -|d| away from the target but smooth at
-    it, so iLQG gets a usable second-order expansion.
+    action in [-1, 1]: -|d| away from the target but smooth at it, so iLQG gets a usable
+    second-order expansion.
     """
 
     def __init__(
         self,
-        arm: ArmModel | None = None,
+        arm: ArmModel,
         ctrl_cost_weight: float = 0.02,
         huber_alpha: float = 0.01,
+        dims: int = 3,
     ) -> None:
-        self.arm = arm if arm is not None else ArmModel.from_mjcf()
+        if dims not in (2, 3):
+            raise ValueError(f"dims: {dims!r} must be 2 (the base's xy-plane) or 3")
+        self.arm = arm
         self.ctrl_cost_weight = float(ctrl_cost_weight)
         self.huber_alpha = float(huber_alpha)
+        self.dims = int(dims)
         n = self.arm.n_joints
         self.n_joints = n
-        self.obs_dim = 3 * n + 4
         self.act_dim = n
-        self.delta_slice = slice(3 * n + 2, 3 * n + 4)
-        self.target_slice = slice(3 * n, 3 * n + 2)
+        hinge = np.array([kind == HINGE for kind in arm.joint_types])
+        self._hinge = np.flatnonzero(hinge)
+        self._slide = np.flatnonzero(~hinge)
+        self._all_hinges = bool(hinge.all())
+        # Hinges limited to less than a turn but not within (-pi, pi] (the Panda's joint 6):
+        # their angle comes back in the turn centred on the range, so within the limits.
+        lo, hi = arm.joint_lower[self._hinge], arm.joint_upper[self._hinge]
+        shifted = (hi - lo < 2 * np.pi) & ((hi > np.pi) | (lo <= -np.pi))
+        self._shifted = np.flatnonzero(shifted)
+        self._shift_centre = 0.5 * (lo[shifted] + hi[shifted])
+        n_pos = 2 * len(self._hinge) + len(self._slide)
+        self.qd_slice = slice(n_pos, n_pos + n)
+        self.target_slice = slice(n_pos + n, n_pos + n + dims)
+        self.delta_slice = slice(n_pos + n + dims, n_pos + n + 2 * dims)
+        self.obs_dim = n_pos + n + 2 * dims
 
     # --- kinematics -------------------------------------------------------------------
-    def fingertip(self, q: np.ndarray) -> np.ndarray:
-        """Planar forward kinematics: tip xy for joint angles ``q`` (..., n)."""
-        q = np.asarray(q, dtype=float)
-        phi = np.cumsum(q, axis=-1)
-        c, s = np.cos(phi), np.sin(phi)
-        off = self.arm.link_offsets
-        x = (c * off[:, 0] - s * off[:, 1]).sum(-1)
-        y = (s * off[:, 0] + c * off[:, 1]).sum(-1)
-        return np.stack([x, y], axis=-1) + self.arm.base
+    def tip(self, q: np.ndarray) -> np.ndarray:
+        """Tip position (..., dims) in the base frame for joint positions ``q`` (..., n)."""
+        return self.arm.tip_position(q)[..., : self.dims]
 
     # --- observation ------------------------------------------------------------------
     def observation(self, q: np.ndarray, qd: np.ndarray, target: np.ndarray) -> np.ndarray:
         """One observation, or a batch when ``q``/``qd`` are (..., n) (imagined joint states)."""
         q = np.asarray(q, dtype=float)
         qd = np.asarray(qd, dtype=float)
-        target = np.broadcast_to(np.asarray(target, dtype=float), q.shape[:-1] + (2,))
-        tip = self.fingertip(q)
-        return np.concatenate([np.cos(q), np.sin(q), qd, target, tip - target], axis=-1)
+        target = np.broadcast_to(np.asarray(target, dtype=float), q.shape[:-1] + (self.dims,))
+        if self._all_hinges:
+            angles = [np.cos(q), np.sin(q)]
+        else:
+            qh = q[..., self._hinge]
+            angles = [np.cos(qh), np.sin(qh), q[..., self._slide]]
+        return np.concatenate([*angles, qd, target, self.tip(q) - target], axis=-1)
 
     def joint_state_from_observation(
         self, obs: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Invert :meth:`observation` (one or a batch): q in (-pi, pi], qd, target."""
-        n = self.n_joints
+        """Invert :meth:`observation` (one or a batch): q, qd, target. Hinge angles come back
+        in (-pi, pi], except a hinge limited to less than a turn outside that interval: in the
+        turn centred on its range."""
         obs = np.asarray(obs, dtype=float)
-        q = np.arctan2(obs[..., n : 2 * n], obs[..., :n])
-        return q, obs[..., 2 * n : 3 * n].copy(), obs[..., self.target_slice].copy()
+        nh = len(self._hinge)
+        angles = np.arctan2(obs[..., nh : 2 * nh], obs[..., :nh])
+        if len(self._shifted):
+            c = self._shift_centre
+            picked = angles[..., self._shifted]
+            angles[..., self._shifted] = c + (picked - c + np.pi) % (2 * np.pi) - np.pi
+        if self._all_hinges:
+            q = angles
+        else:
+            q = np.empty(obs.shape[:-1] + (self.n_joints,))
+            q[..., self._hinge] = angles
+            q[..., self._slide] = obs[..., 2 * nh : 2 * nh + len(self._slide)]
+        return q, obs[..., self.qd_slice].copy(), obs[..., self.target_slice].copy()
 
     def tip_distance(self, obs: np.ndarray) -> np.ndarray | float:
         return np.linalg.norm(np.asarray(obs)[..., self.delta_slice], axis=-1)
+
+    # --- targets ----------------------------------------------------------------------
+    def sample_target(
+        self, rng: np.random.Generator, box: TargetBox | None = None, max_tries: int = 10_000
+    ) -> np.ndarray:
+        """A reachable target: the tip at joint positions uniform within the limits, the first
+        inside ``box`` ((lower corner), (upper corner), base frame) when one is given."""
+        lo = hi = None
+        if box is not None:
+            lo, hi = (np.asarray(c, dtype=float) for c in box)
+            if lo.shape != (self.dims,) or hi.shape != (self.dims,) or np.any(lo > hi):
+                raise ValueError(f"target box {box!r}: two corners of {self.dims} values, lo <= hi")
+        batch = 100 if box is not None else 1
+        for _ in range(max(1, max_tries // batch)):
+            tips = self.tip(self.arm.sample_joint_positions(rng, batch))
+            if box is None:
+                return tips[0]
+            inside = np.flatnonzero(np.all((tips >= lo) & (tips <= hi), axis=-1))
+            if len(inside):
+                return tips[inside[0]]
+        raise ArmModelError(
+            f"target box {box!r}: no reachable tip position inside after {max_tries} tries"
+        )
 
     # --- reward -------------------------------------------------------------------------
     def reward(self, obs: np.ndarray, action: np.ndarray) -> np.ndarray | float:
@@ -186,7 +151,7 @@ class ReacherTask:
         r_x = np.zeros(nx)
         r_x[self.delta_slice] = -d / s
         r_xx = np.zeros((nx, nx))
-        r_xx[self.delta_slice, self.delta_slice] = -(np.eye(2) / s - np.outer(d, d) / s**3)
+        r_xx[self.delta_slice, self.delta_slice] = -(np.eye(self.dims) / s - np.outer(d, d) / s**3)
         r_u = -2.0 * self.ctrl_cost_weight * action
         r_uu = -2.0 * self.ctrl_cost_weight * np.eye(nu)
         r_ux = np.zeros((nu, nx))
@@ -194,9 +159,37 @@ class ReacherTask:
 
     # --- actions ---------------------------------------------------------------------------
     def effort_from_action(self, action: np.ndarray) -> np.ndarray:
-        """Normalised action in [-1, 1] -> joint effort (N·m), clipped to the limits."""
+        """Normalised action in [-1, 1] -> joint effort (N·m or N), clipped to the limits."""
         a = np.clip(np.asarray(action, dtype=float), -1.0, 1.0)
         return a * self.arm.effort_limits
 
     def action_from_effort(self, effort: np.ndarray) -> np.ndarray:
         return np.clip(np.asarray(effort, dtype=float) / self.arm.effort_limits, -1.0, 1.0)
+
+
+class ReacherTask(ReachTask):
+    """The paper's planar reacher: :class:`ReachTask` in the base's xy-plane.
+
+    Observation (13 for the shipped 3-DOF arm): ``[cos q, sin q, qd, target_xy, tip_xy -
+    target_xy]``. The arm must move its tip in that plane only (checked), else the reward
+    would ignore a coordinate the arm can change.
+    """
+
+    def __init__(
+        self,
+        arm: ArmModel | None = None,
+        ctrl_cost_weight: float = 0.02,
+        huber_alpha: float = 0.01,
+    ) -> None:
+        arm = arm if arm is not None else ArmModel.from_mjcf()
+        super().__init__(arm, ctrl_cost_weight, huber_alpha, dims=2)
+        q = arm.sample_joint_positions(np.random.default_rng(0), 4)
+        if np.abs(arm.tip_jacobian(q)[..., 2, :]).max() > 1e-9 * max(arm.reach, 1.0):
+            raise ArmModelError(
+                f"{arm.source}: the tip moves out of the base's xy-plane; the planar reacher "
+                "needs a planar arm (use ReachTask for a spatial one)"
+            )
+
+    def fingertip(self, q: np.ndarray) -> np.ndarray:
+        """Tip xy (..., 2) for joint angles ``q`` (..., n)."""
+        return self.tip(q)
