@@ -176,8 +176,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "naf_soft_update_tau_swapped",
         "naf_ros/core/naf.py",
-        "torch._foreach_lerp_(self._target_params, self._params, tau)",
-        "torch._foreach_lerp_(self._target_params, self._params, 1.0 - tau)",
+        "self._target_flat.lerp_(self._flat, tau)",
+        "self._target_flat.lerp_(self._flat, 1.0 - tau)",
         (NAF,),
         "soft update theta' <- (1 - tau) theta + tau theta'",
     ),
