@@ -18,7 +18,8 @@ from std_msgs.msg import Float32MultiArray, Float64MultiArray
 from support.ros import PYTHON, REPO, RosTestNode, allocate_domain, ros_env, wait_until
 
 from naf_ros.bringup.launcher import node_available
-from naf_ros.envs.task import ArmModel, ReacherTask
+from naf_ros.envs.arm import ArmModel
+from naf_ros.envs.task import ReacherTask
 from naf_ros.ros import qos
 from naf_ros.ros.codec import decode_transition, unpack_arrays
 from naf_ros.ros.names import CONTROLLER_TOPIC, PROGRESS_TOPIC, TRANSITIONS_TOPIC, WEIGHTS_TOPIC

@@ -30,7 +30,8 @@ from support.ros import (
 from naf_ros.config import AgentConfig
 from naf_ros.core.lin_gauss_policy import LinearGaussianController
 from naf_ros.core.naf import NAFAgent
-from naf_ros.envs.task import ArmModel, ReacherTask
+from naf_ros.envs.arm import ArmModel
+from naf_ros.envs.task import ReacherTask
 from naf_ros.ros import qos
 from naf_ros.ros.codec import decode_transition, pack_arrays
 from naf_ros.ros.names import (

@@ -6,8 +6,9 @@ import pytest
 
 import naf_ros.envs  # noqa: F401
 from naf_ros.envs import REACHER_FIXED_ID, REACHER_ID
+from naf_ros.envs.arm import ArmModel
 from naf_ros.envs.sim import ArmSim
-from naf_ros.envs.task import ArmModel, ReacherTask
+from naf_ros.envs.task import ReacherTask
 
 
 def test_arm_model_parsed_from_mjcf():

@@ -22,7 +22,7 @@ from std_msgs.msg import Float64MultiArray
 from support.ros import PYTHON, REPO, RosTestNode, allocate_domain, ros_env
 
 from naf_ros.bringup.launcher import node_available
-from naf_ros.envs.task import ArmModel
+from naf_ros.envs.arm import ArmModel
 from naf_ros.ros import qos
 from naf_ros.ros.codec import decode_transition, unpack_arrays
 from naf_ros.ros.names import JOINT_STATES_TOPIC, PROGRESS_TOPIC, TRANSITIONS_TOPIC

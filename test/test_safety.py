@@ -23,7 +23,7 @@ from naf_ros.core.safety import (
     SafetyLimits,
     StatePlausibility,
 )
-from naf_ros.envs.task import ArmModel
+from naf_ros.envs.arm import ArmModel
 
 ANY_FLOAT = st.floats(allow_nan=True, allow_infinity=True)
 SPECIAL = np.array(

@@ -34,7 +34,8 @@ from support.faults import FaultSetupError, read_only
 from support.ros import RosTestNode, allocate_domain, spawn_node, wait_until
 
 from naf_ros.core.lin_gauss_policy import LinearGaussianController
-from naf_ros.envs.task import ArmModel, ReacherTask
+from naf_ros.envs.arm import ArmModel
+from naf_ros.envs.task import ReacherTask
 from naf_ros.ros import qos
 from naf_ros.ros.codec import decode_transition, pack_arrays, unpack_arrays
 from naf_ros.ros.names import CONTROLLER_TOPIC, DIAGNOSTICS_TOPIC, PROGRESS_TOPIC, TRANSITIONS_TOPIC

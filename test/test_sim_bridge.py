@@ -28,7 +28,7 @@ from support.ros import (
     wait_until,
 )
 
-from naf_ros.envs.task import ArmModel
+from naf_ros.envs.arm import ArmModel
 from naf_ros.ros import qos
 from naf_ros.ros.names import CLOCK_TOPIC, DIAGNOSTICS_TOPIC
 

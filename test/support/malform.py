@@ -37,7 +37,7 @@ from naf_ros.config import AgentConfig
 from naf_ros.core.dynamics import LinearGaussianDynamics
 from naf_ros.core.lin_gauss_policy import LinearGaussianController
 from naf_ros.core.naf import NAFAgent
-from naf_ros.envs.task import ArmModel
+from naf_ros.envs.arm import ArmModel
 from naf_ros.ros.messages import parse_transition
 from naf_ros.ros.names import JOINT_STATES_TOPIC
 

@@ -146,7 +146,8 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
 
         from naf_ros.core.agents import make_agent
         from naf_ros.core.noise import make_noise
-        from naf_ros.envs.task import ArmModel, ReacherTask
+        from naf_ros.envs.arm import ArmModel
+        from naf_ros.envs.task import ReacherTask
 
         cfg, p = self.cfg, self.params
         kwargs = reacher_env_kwargs(cfg.env)
