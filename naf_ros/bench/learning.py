@@ -136,8 +136,10 @@ class EqualUpdatesTrainer(Trainer):
     on every real step from its first model (fitted after ``episodes_per_fit`` episodes) until
     imagination is switched off (``imagination_off_after``). This trainer does those extra
     updates from R instead, over the same episodes, so both learners update equally often per
-    real step (this one from the first step of episode ``episodes_per_fit``, ImR from its first
-    rollout a few steps later: if anything NAF gets a few more).
+    real step. This one starts at the first step of episode ``episodes_per_fit``; ImR starts
+    once its rollouts fill a minibatch of R_f, one or two ``rollout_every`` intervals later, so
+    if anything NAF gets a few more (90 of 12,000 updates over 20 episodes with the shipped
+    ImR settings).
     """
 
     def __init__(self, cfg, extra: int, start: int, stop: int | None, **kwargs) -> None:
