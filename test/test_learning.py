@@ -6,7 +6,8 @@ What CI cannot afford, measured (2x64 networks, seeds 0-2), and so left to bench
   evaluation episodes: after 80 episodes (~17.5k updates, about a minute of CPU per seed) it
   scores -8.0 / -9.1 / -9.9 against the best constant action's -10.0 / -10.9 / -11.4, but
   its final tip distance (8 / 11 / 16 cm) is not clearly below the constant's (14 / 14 /
-  15 cm) on every seed. The claim is ``naf-ros bench naf --envs NafRos/Reacher3DOF-v0``,
+  15 cm) on every seed, and at 120 episodes seed 1 is still only 0.5 ahead (-10.4 vs
+  -10.9). The claim is ``naf-ros bench naf --envs NafRos/Reacher3DOF-v0``,
   which reports the zero and best-constant baselines next to the learned policy.
 - Imagination rollouts against plain NAF with the *same updates per real step* and the same
   switch-off (``naf-ros bench model-based --variants "NAF+ImR (linear)" naf_equal_updates``):
