@@ -1,9 +1,26 @@
-"""Learning with fixed seeds: NAF solves the fixed-target reacher within a stated budget."""
+"""Learning with fixed seeds: determinism, a learning smoke test, and the update accounting
+that makes the imagination benchmark's baseline fair.
+
+What CI cannot afford, measured (2x64 networks, seeds 0-2), and so left to benchmarks:
+- NAF on the *random-target* reacher against target-blind policies on the same 10
+  evaluation episodes: after 80 episodes (~17.5k updates, about a minute of CPU per seed) it
+  scores -8.0 / -9.1 / -9.9 against the best constant action's -10.0 / -10.9 / -11.4, but
+  its final tip distance (8 / 11 / 16 cm) is not clearly below the constant's (14 / 14 /
+  15 cm) on every seed, and at 120 episodes seed 1 is still only 0.5 ahead (-10.4 vs
+  -10.9). The claim is ``naf-ros bench naf --envs NafRos/Reacher3DOF-v0``,
+  which reports the zero and best-constant baselines next to the learned policy.
+- Imagination rollouts against plain NAF with the *same updates per real step* and the same
+  switch-off (``naf-ros bench model-based --variants "NAF+ImR (linear)" naf_equal_updates``):
+  with config/train_reacher_imr.yaml's settings over 20 episodes ImR leads on seed 0 (eval
+  -3.11 vs -5.29 at episode 15) and trails on seed 1 (-5.65 vs -5.12), so at CI scale there
+  is no robust speed-up to assert. Here we check that the baseline's budget equals ImR's.
+"""
 
 import json
 
 import numpy as np
 
+from naf_ros.bench.learning import EqualUpdatesTrainer, equal_updates_schedule
 from naf_ros.config import config_from_dict
 from naf_ros.core.trainer import Trainer
 
@@ -43,8 +60,11 @@ def test_same_seed_gives_the_same_run(tmp_path):
     assert runs[0][1]["eval_curve"] == runs[1][1]["eval_curve"]
 
 
-def test_naf_solves_fixed_target_reacher(tmp_path):
-    """Budget: 40 episodes (2,000 steps, 5 updates/step). Random policy: about -13.5."""
+def test_naf_learns_the_fixed_target_reacher(tmp_path):
+    """A smoke test of the whole learning loop, not proof of learning from observations:
+    one open-loop action sequence reaches the single target, so a policy that ignored its
+    input could pass. Budget: 40 episodes (2,000 steps, 5 updates/step); a random policy
+    scores about -13.5."""
     cfg = _config(40)
     summary = Trainer(cfg, run_dir=tmp_path, log=None).train()
     curve = summary["eval_curve"]
@@ -65,14 +85,41 @@ def test_naf_solves_fixed_target_reacher(tmp_path):
     assert np.isfinite(summary["updates_per_s"])
 
 
-def test_resume_continues_from_checkpoint(tmp_path):
-    cfg = _config(3, agent={"warmup_steps": 60, "updates_per_step": 1})
-    first = Trainer(cfg, run_dir=tmp_path, log=None)
-    first.train()
-    updates, replay = first.agent.updates, len(first.replay)
-    cfg.train.episodes = 5
-    second = Trainer(cfg, run_dir=tmp_path, log=None)
-    summary = second.train(resume=True)
-    assert summary["episodes"] == 5
-    assert second.agent.updates == updates + 2 * 50
-    assert len(second.replay) == replay + 100
+def test_equal_updates_baseline_does_what_imagination_does_per_real_step(tmp_path):
+    """``naf_equal_updates`` (the fair baseline for imagination rollouts) must update as often
+    per real step as ImR: I + I·l from the first model until the switch-off, I otherwise. It
+    may lead by the few steps between ImR's first model and its first rollout, never lag."""
+    I, length, every = 2, 3, 5  # noqa: E741  (the paper's name)
+    data = {
+        "agent": {"hidden": [16, 16], "warmup_steps": 60, "updates_per_step": I, "batch_size": 16},
+        "model_based": {
+            "enabled": True,
+            "episodes_per_fit": 2,
+            "rollout_length": length,
+            "rollout_every": every,
+            "rollout_batch": 6,  # one rollout fills a minibatch of R_f
+            "imagination_off_after": 5,
+        },
+    }
+    cfg = _config(7, **data)
+    imr = Trainer(cfg, run_dir=tmp_path / "imr", log=None)
+    imr.train()
+    schedule = equal_updates_schedule(cfg.to_dict())
+    assert schedule == {"extra": I * length, "start": 2, "stop": 5}
+    plain = cfg.to_dict()
+    plain["model_based"]["enabled"] = False
+    naf = EqualUpdatesTrainer(
+        config_from_dict(plain), **schedule, run_dir=tmp_path / "naf", log=None
+    )
+    naf.train()
+    assert naf.model_based is None and imr.learner.counters.imagined > 0
+    assert naf.counters.env_steps == imr.counters.env_steps == 350
+    lead = naf.agent.updates - imr.agent.updates
+    assert 0 <= lead <= (every - 1) * I * length, lead
+    per_episode = [
+        np.diff([0] + [row["updates"] for row in t.metrics.rows]).tolist() for t in (imr, naf)
+    ]
+    full = 50 * I * (1 + length)
+    assert per_episode[1] == [0, 41 * I, full, full, full, 50 * I, 50 * I]  # warm at step 60
+    assert per_episode[0][3:] == per_episode[1][3:]  # the same once ImR imagines every step
+    assert cfg.agent.updates_per_step == I  # the schedule worked on its own copy

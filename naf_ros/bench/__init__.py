@@ -4,8 +4,10 @@ Benchmarks are not tests: they print figures and write ``<out>/<suite>.json`` pl
 learning curves; BENCHMARKS.md quotes them with the machine they came from.
 
 Suites:
-  naf          NAF on Gymnasium Reacher-v5 and the fixed-target 3-DOF reacher, 3 seeds each
-  model-based  NAF vs. NAF + imagination rollouts (linear, -NN, true model) and iLQG mixing
+  naf          NAF on Gymnasium Reacher-v5 and the fixed- and random-target 3-DOF reacher,
+               3 seeds each (random targets: against the best target-blind constant action)
+  model-based  NAF vs. NAF + imagination rollouts (linear, -NN, true model) and iLQG mixing;
+               naf_equal_updates: plain NAF with ImR's updates per real step
   updates      learner updates/s for the paper's network sizes
   graph        ROS node graph: lockstep steps/s vs in-process, real-time latency, K arms
   model-error  imagined vs. real rollouts: tip and reward error of each dynamics model

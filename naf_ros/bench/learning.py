@@ -1,7 +1,9 @@
 """The learning benchmarks: ``naf``, ``model-based``, ``updates`` and ``report``.
 
-naf          NAF on Gymnasium Reacher-v5 and the fixed-target 3-DOF reacher, 3 seeds each
-model-based  NAF vs. NAF + imagination rollouts (linear, -NN, true model) and iLQG mixing
+naf          NAF on Gymnasium Reacher-v5 and the fixed- and random-target 3-DOF reacher,
+             3 seeds each (random targets: against the best target-blind constant action)
+model-based  NAF vs. NAF + imagination rollouts (linear, -NN, true model) and iLQG mixing;
+             ``naf_equal_updates`` is NAF with ImR's updates per real step (the fair baseline)
 updates      learner updates/s for the paper's network sizes
 report       tables, JSON and plots rebuilt from finished run folders
 """
@@ -9,7 +11,9 @@ report       tables, JSON and plots rebuilt from finished run folders
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import multiprocessing as mp
 import time
 from pathlib import Path
 
@@ -22,7 +26,49 @@ from naf_ros.bench.common import (
     mark_threshold,
     print_table,
     run_jobs,
+    train_one,
 )
+from naf_ros.config import config_from_dict
+from naf_ros.core.trainer import Trainer
+
+REACHER_RANDOM = "NafRos/Reacher3DOF-v0"
+
+
+class ConstantPolicy:
+    """A target-blind policy: the same normalised action whatever the observation."""
+
+    def __init__(self, action) -> None:
+        self.action = np.asarray(action, dtype=float)
+
+    def act(self, obs, noise=None) -> np.ndarray:
+        return self.action.copy()
+
+
+def target_blind_baselines(config: dict, levels=(-1.0, -0.5, 0.0, 0.5, 1.0)) -> dict:
+    """Zero and the best constant action (a grid of ``levels`` per joint) scored on the
+    evaluation episodes of ``config`` (same seeds: same start states and targets).
+
+    Why: on the random-target reacher every policy that ignores the target ends far from
+    most targets; a learned policy has learned something only if it beats these clearly
+    (on the fixed target one open-loop sequence reaches the goal, so there it proves nothing).
+    """
+    probe = Trainer(config_from_dict(config), run_dir=None, log=None)
+    act_dim = probe.act_dim
+    scores = {}
+    try:
+        for action in itertools.product(levels, repeat=act_dim):
+            probe.agent = ConstantPolicy(action)
+            scores[action] = probe.evaluate()
+    finally:
+        probe.env.close()
+        probe.eval_env.close()
+    best = max(scores, key=lambda a: scores[a][0])
+    zero = scores.get((0.0,) * act_dim, (float("nan"), float("nan")))
+    return {
+        "zero": {"return": zero[0], "tip_distance": zero[1]},
+        "best_constant": {"return": scores[best][0], "tip_distance": scores[best][1]},
+        "best_constant_action": list(best),
+    }
 
 
 def bench_naf(args) -> dict:
@@ -33,6 +79,11 @@ def bench_naf(args) -> dict:
         },
         REACHER_FIXED: {
             "env": {"id": REACHER_FIXED},
+            "train": {"episodes": args.episodes, "eval_every": 10},
+        },
+        # random targets: the task a target-blind policy cannot solve (baselines below)
+        REACHER_RANDOM: {
+            "env": {"id": REACHER_RANDOM},
             "train": {"episodes": args.episodes, "eval_every": 10},
         },
     }
@@ -63,11 +114,87 @@ def bench_naf(args) -> dict:
         results = run_jobs(jobs, args.workers)
         payload["envs"][env_id] = aggregate(results)
         print_table(env_id, payload["envs"][env_id])
+        if env_id == REACHER_RANDOM:
+            payload.setdefault("target_blind", {})[env_id] = blind = {
+                job["config"]["train"]["seed"]: target_blind_baselines(job["config"])
+                for job in jobs
+            }
+            for seed, b in blind.items():
+                print(
+                    f"seed {seed}: zero action {b['zero']['return']:.2f} "
+                    f"(tip {b['zero']['tip_distance']:.3f} m), best constant "
+                    f"{b['best_constant_action']} {b['best_constant']['return']:.2f} "
+                    f"(tip {b['best_constant']['tip_distance']:.3f} m)"
+                )
     return finish("naf", args.out, payload, "NAF")
 
 
+class EqualUpdatesTrainer(Trainer):
+    """Plain NAF given ImR's update budget, so a speed-up cannot come from updates alone.
+
+    ImR does I·l (or ``imagination_updates_per_step``) updates from R_f besides the I from R
+    on every real step from its first model (fitted after ``episodes_per_fit`` episodes) until
+    imagination is switched off (``imagination_off_after``). This trainer does those extra
+    updates from R instead, over the same episodes, so both learners update equally often per
+    real step. This one starts at the first step of episode ``episodes_per_fit``; ImR starts
+    once its rollouts fill a minibatch of R_f, one or two ``rollout_every`` intervals later, so
+    if anything NAF gets a few more (90 of 12,000 updates over 20 episodes with the shipped
+    ImR settings).
+    """
+
+    def __init__(self, cfg, extra: int, start: int, stop: int | None, **kwargs) -> None:
+        cfg = config_from_dict(cfg.to_dict())  # the schedule edits it: keep the caller's
+        super().__init__(cfg, **kwargs)
+        self.base_updates = cfg.agent.updates_per_step
+        self.extra, self.start, self.stop = int(extra), int(start), stop
+
+    def updates_per_step(self, episode: int) -> int:
+        """Updates per real step in episode ``episode`` (0-based), as ImR would do them."""
+        on = episode >= self.start and (self.stop is None or episode < self.stop)
+        return self.base_updates + (self.extra if on else 0)
+
+    def run_episode(self) -> dict:
+        # The learner reads agent.updates_per_step at every step; it shares this config.
+        self.cfg.agent.updates_per_step = self.updates_per_step(self.counters.episodes)
+        return super().run_episode()
+
+
+def equal_updates_schedule(imr: dict) -> dict:
+    """EqualUpdatesTrainer's arguments for the ImR config ``imr`` (a config dict)."""
+    cfg = config_from_dict(imr)
+    mb = cfg.model_based
+    extra = mb.imagination_updates_per_step
+    if extra is None:
+        extra = cfg.agent.updates_per_step * mb.rollout_length
+    return {"extra": extra, "start": mb.episodes_per_fit, "stop": mb.imagination_off_after}
+
+
+def train_job(job: dict) -> dict:
+    """Worker: one run; ``equal_updates`` in the job selects :class:`EqualUpdatesTrainer`."""
+    schedule = job.get("equal_updates")
+    if schedule is None:
+        return train_one(job)
+    cfg = config_from_dict(job["config"])
+    trainer = EqualUpdatesTrainer(cfg, **schedule, run_dir=job["run_dir"], log=None)
+    summary = trainer.train()
+    summary["label"] = job["label"]
+    return summary
+
+
+def _run(jobs: list[dict], workers: int) -> list[dict]:
+    """:func:`run_jobs` with :func:`train_job` as the worker (spawned processes)."""
+    if workers <= 1:
+        return [train_job(j) for j in jobs]
+    with mp.get_context("spawn").Pool(workers) as pool:
+        return pool.map(train_job, jobs, chunksize=1)
+
+
+EQUAL_UPDATES = "naf_equal_updates"
+
 MODEL_BASED_VARIANTS = {
     "NAF": {"enabled": False},
+    # plain NAF with ImR's updates per real step and switch-off (from the ImR options given)
+    EQUAL_UPDATES: {"enabled": False},
     "NAF+ImR (linear)": {"enabled": True, "model": "linear"},
     "NAF+ImR (-NN)": {"enabled": True, "model": "nn"},
     "NAF+ImR (true)": {"enabled": True, "model": "true"},
@@ -80,17 +207,20 @@ def bench_model_based(args) -> dict:
     jobs = []
     variants = args.variants or list(MODEL_BASED_VARIANTS)
     warmup = {} if args.warmup_steps is None else {"warmup_steps": args.warmup_steps}
+    imagination = {
+        # None = the paper's I·l updates from R_f per real step.
+        "imagination_updates_per_step": args.imagination_updates,
+        "rollout_length": args.rollout_length,
+        "imagination_off_after": args.imagination_off_after,
+    }
+    if args.imagination_capacity is not None:
+        imagination["imagination_capacity"] = args.imagination_capacity
+    if args.linear_state is not None:
+        imagination["linear_state"] = args.linear_state
     for label in variants:
         mb = dict(MODEL_BASED_VARIANTS[label])
         if mb.get("enabled"):
-            # None = the paper's I·l updates from R_f per real step.
-            mb["imagination_updates_per_step"] = args.imagination_updates
-            mb["rollout_length"] = args.rollout_length
-            mb["imagination_off_after"] = args.imagination_off_after
-            if args.imagination_capacity is not None:
-                mb["imagination_capacity"] = args.imagination_capacity
-            if args.linear_state is not None:
-                mb["linear_state"] = args.linear_state
+            mb.update(imagination)
         for seed in range(args.seeds):
             cfg = {
                 "env": {"id": REACHER_FIXED},
@@ -106,14 +236,16 @@ def bench_model_based(args) -> dict:
                 },
             }
             safe = label.replace(" ", "_").replace("/", "").replace("=", "")
-            jobs.append(
-                {
-                    "config": cfg,
-                    "label": label,
-                    "run_dir": str(args.out / "runs" / "model_based" / safe / f"s{seed}"),
-                }
-            )
-    results = run_jobs(jobs, args.workers)
+            job = {
+                "config": cfg,
+                "label": label,
+                "run_dir": str(args.out / "runs" / "model_based" / safe / f"s{seed}"),
+            }
+            if label == EQUAL_UPDATES:
+                imr = {**cfg, "model_based": {"enabled": True, **imagination}}
+                job["equal_updates"] = equal_updates_schedule(imr)
+            jobs.append(job)
+    results = _run(jobs, args.workers)
     variants_out = aggregate(results)
     mark_threshold(variants_out)
     payload = {
@@ -329,8 +461,8 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--envs",
         nargs="*",
-        choices=["Reacher-v5", REACHER_FIXED],
-        help="naf suite: which environments (default both)",
+        choices=["Reacher-v5", REACHER_FIXED, REACHER_RANDOM],
+        help="naf suite: which environments (default all)",
     )
     parser.add_argument("--variants", nargs="*", choices=list(MODEL_BASED_VARIANTS))
     parser.add_argument("--workers", type=int, default=2)

@@ -10,6 +10,7 @@ on the true model every step, paper §8.6).
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -97,11 +98,16 @@ class ModelBased:
         }
 
     def state_dict(self) -> dict:
+        fitter = self.fit_step.fitter
         return {
             "fit": self.fit_step.state_dict(),
             "explorer": self.explorer.state_dict(),
             "version": self.version,
             "ilqg_episodes": self.ilqg_episodes,
+            "fits": fitter.fits,
+            "fit_failures": dict(fitter.failures),
+            "last_fit_error": fitter.last_error,
+            "nn_model": None if fitter.nn_model is None else _nn_state(fitter.nn_model),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -109,3 +115,52 @@ class ModelBased:
         self.explorer.load_state_dict(state["explorer"])
         self.version = int(state["version"])
         self.ilqg_episodes = int(state["ilqg_episodes"])
+        fitter = self.fit_step.fitter
+        fitter.fits = int(state.get("fits", self.version))
+        fitter.failures = Counter(
+            {str(k): int(v) for k, v in state.get("fit_failures", {}).items()}
+        )
+        fitter.last_error = str(state.get("last_fit_error", ""))
+        if fitter.nn_model is not None and state.get("nn_model") is not None:
+            _load_nn_state(fitter.nn_model, state["nn_model"])
+
+    def restore_model(self, learner: Learner) -> None:
+        """Hand a resumed learner the model it imagined with. The learner checkpoints linear
+        models itself (as arrays); the -NN and true-simulator models live here, and without
+        this a resumed run would not imagine again until the next fit."""
+        if learner.model is not None or learner.model_version < 0:
+            return
+        fitter = self.fit_step.fitter
+        model = fitter.nn_model if self.mb.model == "nn" else fitter.true_model
+        if model is not None and (self.mb.model != "nn" or model.trained):
+            learner.model = model
+
+
+# What a fitted -NN model is between fits: weights, Adam's moments, its minibatch generator,
+# the data it trains on and the standardisation and residual noise it samples with.
+_NN_ARRAYS = ("in_mean", "in_std", "out_mean", "out_std", "residual_var")
+
+
+def _nn_state(model: Any) -> dict:
+    return {
+        "net": model.net.state_dict(),
+        "optimizer": model.opt.state_dict(),
+        "rng": model._rng.bit_generator.state,
+        "inputs": list(model._inputs),
+        "targets": list(model._targets),
+        "trained": model.trained,
+        **{name: np.array(getattr(model, name)) for name in _NN_ARRAYS},
+    }
+
+
+def _load_nn_state(model: Any, state: dict) -> None:
+    model.net.load_state_dict(state["net"])
+    model.opt.load_state_dict(state["optimizer"])
+    model._rng.bit_generator.state = state["rng"]
+    model._inputs.clear()
+    model._inputs.extend(np.asarray(a) for a in state["inputs"])
+    model._targets.clear()
+    model._targets.extend(np.asarray(a) for a in state["targets"])
+    model.trained = bool(state["trained"])
+    for name in _NN_ARRAYS:
+        setattr(model, name, np.asarray(state[name]))

@@ -9,6 +9,7 @@ model fitting :class:`~naf_ros.core.model_fit.FitStep` and iLQG exploration
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -44,6 +45,17 @@ class Counters:
     rejected_env_samples: int = 0
     update_seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+
+
+def _parse_cell(text: str | None) -> Any:
+    """A metrics.csv cell back as the int, float or text it was written from (repr of a
+    float round-trips, so rewriting a row reproduces it)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except (TypeError, ValueError):
+            pass
+    return text
 
 
 def _finite(*values) -> bool:
@@ -95,6 +107,8 @@ def checkpoint_payload(
         "learner": learner.state_dict(),
         "counters": counters.__dict__.copy(),
         "noise_state": np.asarray(noise.state).copy(),
+        # precision noise's running scale: without it a resumed run explores at another scale
+        "noise_mean_trace": getattr(noise, "mean_trace", None),
         "config": cfg.to_dict(),
     }
     if model_based is not None:
@@ -278,9 +292,15 @@ class Trainer:
 
     # --- persistence ---------------------------------------------------------------------------
     def checkpoint_payload(self) -> dict:
-        return checkpoint_payload(
+        payload = checkpoint_payload(
             self.cfg, self.learner, self.counters, self.noise, self.model_based
         )
+        if self._env_seeded:
+            # Where the environment's generator stands (random targets, start states): a
+            # resumed run must draw the episodes the uninterrupted one would have drawn, not
+            # re-seed and replay the first ones.
+            payload["env_rng"] = self.env.unwrapped.np_random.bit_generator.state
+        return payload
 
     def save(self, path: str | Path | None = None) -> int:
         return save_checkpoint(path or self.run_dir / "checkpoint.pt", self.checkpoint_payload())
@@ -291,10 +311,19 @@ class Trainer:
             self.learner.load_state_dict(payload["learner"])
             if self.model_based is not None and "model_based" in payload:
                 self.model_based.load_state_dict(payload["model_based"])
+                self.model_based.restore_model(self.learner)
         except (KeyError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{path}: does not fit this run ({exc})") from exc
         self.counters = Counters(**payload["counters"])
         self.noise.state = np.asarray(payload["noise_state"])
+        if payload.get("noise_mean_trace") is not None and hasattr(self.noise, "mean_trace"):
+            self.noise.mean_trace = float(payload["noise_mean_trace"])
+        env_rng = payload.get("env_rng")
+        if env_rng is not None:  # else (an offline checkpoint) the env is seeded afresh
+            bit_generator = getattr(np.random, env_rng["bit_generator"])()
+            bit_generator.state = env_rng
+            self.env.unwrapped.np_random = np.random.Generator(bit_generator)
+            self._env_seeded = True
 
     # --- the whole run --------------------------------------------------------------------------
     def train(self, resume: bool = False, recorder: TransitionRecorder | None = None) -> dict:
@@ -303,6 +332,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         ckpt = self.run_dir / "checkpoint.pt"
+        earlier: list[dict] = []
         if resume and ckpt.exists():
             try:
                 self.load(ckpt)
@@ -310,9 +340,12 @@ class Trainer:
                     f"resumed from {ckpt}: episode {self.counters.episodes}, "
                     f"{self.agent.updates} updates"
                 )
+                earlier = self._earlier_rows()
             except CheckpointError as exc:
                 self.log(f"warning: {exc}; starting fresh")
         self.metrics = MetricsLog(self.run_dir / "metrics.csv")
+        for row in earlier:  # the resumed run's CSV and curves cover the whole run
+            self.metrics.append(row)
         self.recorder = recorder
         t_start = time.perf_counter()
         eval_return = eval_tip = float("nan")
@@ -345,6 +378,17 @@ class Trainer:
         self.save()
         self.recorder = None
         return self.finish(time.perf_counter() - t_start)
+
+    def _earlier_rows(self) -> list[dict]:
+        """metrics.csv rows of the episodes the checkpoint holds (rows written after it, by a
+        run that died before saving, describe episodes that will be run again)."""
+        path = self.run_dir / "metrics.csv"
+        if not path.exists():
+            return []
+        with path.open(newline="") as fh:
+            rows = [{k: _parse_cell(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        done = self.counters.episodes
+        return [r for r in rows if isinstance(r.get("episode"), int) and r["episode"] <= done]
 
     def _imagination_note(self) -> str:
         """Algorithm 2's state on the progress line: models fitted, imagined transitions."""
