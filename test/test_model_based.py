@@ -162,11 +162,13 @@ def test_variant_that_cannot_apply_is_a_one_line_error(env, mb, fragment, tmp_pa
     assert fragment in str(exc.value) and "\n" not in str(exc.value)
 
 
-def test_imagination_rollouts_beat_plain_naf_on_the_same_budget(tmp_path):
-    """Same seed, same 20-episode budget (1,000 real steps), the shipped ImR settings.
+def test_imagination_rollouts_beat_plain_naf_on_the_same_real_steps(tmp_path):
+    """Same seed, same 20 episodes (1,000 real steps), the shipped ImR settings.
 
-    config/train_reacher_imr.yaml with and without model_based; the benchmark (3 seeds x 80
-    episodes) measures the speed-up this only samples.
+    config/train_reacher_imr.yaml with and without model_based. Not an equal-*updates*
+    comparison (ImR does 15 per real step here, NAF 5): at CI scale ImR vs NAF at equal updates
+    shows no robust difference, so that fair comparison is the ``naf_equal_updates`` variant of
+    ``naf-ros bench model-based`` (and test_learning checks its update accounting).
     """
     from pathlib import Path
 
