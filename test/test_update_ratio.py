@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from naf_ros.ros.learner import UpdateRatio
+from naf_ros.core.accounting import UpdateRatio
 from naf_ros.ros.names import LEARNER_METRICS, metric_topic, producer_metric_topic
 
 ALL = UpdateRatio.ALL
