@@ -128,10 +128,18 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "naf_target_is_online_net",
         "naf_ros/core/naf.py",
-        "self.target.value(next_obs)",
-        "self.net.value(next_obs)",
+        "next_value = self.target.value_only(next_obs)",
+        "next_value = self.net.value_only(next_obs)",
         (NAF,),
         "TD target bootstraps from the online network instead of the target network",
+    ),
+    Mutant(
+        "naf_target_is_online_net_autograd",
+        "naf_ros/core/naf.py",
+        "next_value = self.target.value(next_obs)",
+        "next_value = self.net.value(next_obs)",
+        (NAF,),
+        "the same, on the autograd path (batch-norm networks)",
     ),
     Mutant(
         "naf_mask_plus",

@@ -103,8 +103,12 @@ def assert_grads_equal(got, want):
         assert torch.allclose(g, w, rtol=1e-4, atol=1e-6), (g, w)
 
 
-def test_update_matches_reference_loss_and_gradient_on_non_terminal_data():
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "autograd"])
+def test_update_matches_reference_loss_and_gradient_on_non_terminal_data(fused):
+    """Both update paths: the fused one (networks without batch norm) and autograd (the path
+    batch-norm networks take), forced here on the same network."""
     agent = make_agent()
+    agent.fused = fused
     batch = make_batch()
     want_loss, want_grads, y = reference_loss_and_grads(agent, batch)
     # guard: with the online net instead of the target, the target would be clearly different
