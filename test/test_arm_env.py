@@ -1,13 +1,11 @@
 """The 3D reaching environments: the shipped 7-DOF arm and any URDF arm through the same path;
 gravity compensation; NAF's trainer (and Algorithm 2) running a few episodes on the 7-DOF arm."""
 
-import importlib.metadata
-from pathlib import Path
-
 import gymnasium as gym
 import mujoco
 import numpy as np
 import pytest
+from support.robots import robots_dir
 
 from naf_ros.config import config_from_dict
 from naf_ros.envs import (
@@ -26,12 +24,7 @@ from naf_ros.envs.task import ReachTask
 
 
 def ur5_urdf() -> str:
-    try:
-        dist = importlib.metadata.distribution("example-robot-data")
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("example-robot-data is not installed (requirements.txt has it)")
-    robots = Path(dist.locate_file("cmeel.prefix/share/example-robot-data/robots"))
-    return (robots / "ur_description/urdf/ur5_robot.urdf").read_text()
+    return (robots_dir() / "ur_description/urdf/ur5_robot.urdf").read_text()
 
 
 @pytest.mark.parametrize("env_id", [ARM7_ID, ARM7_FIXED_ID])

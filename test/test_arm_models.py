@@ -1,25 +1,16 @@
 """Real arms' URDFs (example-robot-data) through ArmModel, checked against Pinocchio and against
 finite differences of MuJoCo's tip position; the 3D reaching task on them; bad descriptions."""
 
-import importlib.metadata
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support.robots import robots_dir
 
 from naf_ros.envs.arm import ArmModel, ArmModelError, asset_path
 from naf_ros.envs.task import ReacherTask, ReachTask
 
 pin = pytest.importorskip("pinocchio")
-
-
-def robots_dir() -> Path:
-    """example-robot-data's URDFs (a data-only wheel: no module, found through its files)."""
-    try:
-        dist = importlib.metadata.distribution("example-robot-data")
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("example-robot-data is not installed (requirements.txt has it)")
-    return Path(dist.locate_file("cmeel.prefix/share/example-robot-data/robots"))
 
 
 # (URDF under robots/, tip link, number of arm joints)

@@ -203,29 +203,6 @@ def test_parse_set_forms():
         parse_set("agent=1")
 
 
-def test_respawn_restarts_a_crashing_node_up_to_the_limit(tmp_path, capsys):
-    """--respawn: a node that keeps dying is restarted --max-restarts times, then reported."""
-    from support.ros import allocate_domain
-
-    with allocate_domain() as domain:
-        args = launcher.build_parser().parse_args(
-            ["--run-dir", str(tmp_path), "--domain-id", str(domain), "--respawn",
-             "--max-restarts", "2", "--quiet"]
-        )  # fmt: skip
-        launch = launcher.Launch(args)
-        crash = [sys.executable, "-c", "import sys; sys.exit(3)"]
-        finish = [sys.executable, "-c", "import time; time.sleep(3.0)"]
-        for child in launch.children:
-            child.args = finish if child.node == "naf_policy" else crash
-        launch.children = [c for c in launch.children if c.node in ("naf_policy", "sim_bridge")]
-        code = launch.run()
-    out = capsys.readouterr()
-    bridge = next(c for c in launch.children if c.node == "sim_bridge")
-    assert bridge.restarts == 2
-    assert "restart 2/2" in out.out
-    assert code == 1 and "sim_bridge exited with 3" in out.err
-
-
 # --- the launch file evaluated with stand-ins for launch / launch_ros ---------------------------
 class FakeNode:
     """``launch_ros.actions.Node``: keeps the keyword arguments it was built with."""

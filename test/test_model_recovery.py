@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import signal
 
-import gymnasium as gym
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import Float64MultiArray
+from support.rollouts import episode_arrays
 from support.ros import RosTestNode, allocate_domain, diagnostic_values, spawn_node, wait_until
 
 import naf_ros.envs  # noqa: F401  (registers the reacher)
@@ -32,18 +32,7 @@ T, N_FIT = 20, 3
 
 
 def episodes(n: int, seed: int):
-    env = gym.make(ENV_ID, max_episode_steps=T)
-    rng = np.random.default_rng(seed)
-    X, U, R = np.zeros((n, T + 1, 13)), np.zeros((n, T, 3)), np.zeros((n, T))
-    for e in range(n):
-        X[e, 0], _ = env.reset(seed=seed * 1000 + e)
-        noise = np.zeros(3)
-        for t in range(T):
-            noise = 0.8 * noise + 0.3 * rng.standard_normal(3)
-            U[e, t] = np.clip(noise, -1.0, 1.0)
-            X[e, t + 1], R[e, t], *_ = env.step(U[e, t])
-    env.close()
-    return X, U, R
+    return episode_arrays(n, seed, horizon=T)
 
 
 class Producer:

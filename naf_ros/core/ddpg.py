@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from naf_ros.config import AgentConfig
+from naf_ros.core.weights import checked_tensors
 
 FINAL_INIT = 3e-3
 
@@ -246,18 +247,5 @@ class DDPGAgent:
     def load_weight_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Load published actor weights; ValueError on missing names, shapes or non-finite."""
         own = {f"actor.{k}": v for k, v in self.net.actor.state_dict().items()}
-        missing = sorted(set(own) - set(arrays))
-        extra = sorted(set(arrays) - set(own))
-        if missing or extra:
-            raise ValueError(f"weights: missing {missing[:3]}, unexpected {extra[:3]}")
-        new = {}
-        for name, ref in own.items():
-            arr = np.asarray(arrays[name])
-            if arr.shape != tuple(ref.shape):
-                raise ValueError(
-                    f"weights: {name} has shape {arr.shape}, expected {tuple(ref.shape)}"
-                )
-            if not np.isfinite(arr).all():
-                raise ValueError(f"weights: {name} holds non-finite values")
-            new[name.removeprefix("actor.")] = torch.as_tensor(arr, dtype=ref.dtype)
+        new = {k.removeprefix("actor."): v for k, v in checked_tensors(own, arrays).items()}
         self.net.actor.load_state_dict(new)

@@ -16,6 +16,7 @@ from torch import nn
 
 from naf_ros.config import AgentConfig, ConfigError
 from naf_ros.core.networks import NAFNetwork
+from naf_ros.core.weights import checked_tensors
 
 ALIGN = 16  # floats: each parameter's view in a flat buffer starts on a 64-byte boundary
 BATCH_FIELDS = ("obs", "action", "reward", "next_obs", "terminal")
@@ -346,21 +347,7 @@ class NAFAgent:
 
     def load_weight_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Load published weights; raises ValueError on missing names, shapes or non-finite."""
-        own = self.net.state_dict()
-        missing = sorted(set(own) - set(arrays))
-        extra = sorted(set(arrays) - set(own))
-        if missing or extra:
-            raise ValueError(f"weights: missing {missing[:3]}, unexpected {extra[:3]}")
-        new = {}
-        for name, ref in own.items():
-            arr = np.asarray(arrays[name])
-            if arr.shape != tuple(ref.shape):
-                raise ValueError(
-                    f"weights: {name} has shape {arr.shape}, expected {tuple(ref.shape)}"
-                )
-            if not np.isfinite(arr).all():
-                raise ValueError(f"weights: {name} holds non-finite values")
-            new[name] = torch.as_tensor(arr, dtype=ref.dtype, device=ref.device)
+        new = checked_tensors(self.net.state_dict(), arrays)
         self.net.load_state_dict(new)
 
 

@@ -52,15 +52,18 @@ def rollouts(n_episodes: int, seed: int = 0, producer: int = 0) -> list[dict]:
     return out
 
 
-def episode_arrays(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """X (n, T+1, 13), U (n, T, 3), R (n, T) from the real env with OU-like random actions."""
-    env = gym.make(ENV_ID)
+def episode_arrays(
+    n: int, seed: int, horizon: int = T
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """X (n, H+1, 13), U (n, H, 3), R (n, H) from the real env with OU-like random actions."""
+    env = gym.make(ENV_ID, max_episode_steps=horizon)
     rng = np.random.default_rng(seed)
-    X, U, R = np.zeros((n, T + 1, 13)), np.zeros((n, T, 3)), np.zeros((n, T))
+    H = horizon
+    X, U, R = np.zeros((n, H + 1, 13)), np.zeros((n, H, 3)), np.zeros((n, H))
     for e in range(n):
         X[e, 0], _ = env.reset(seed=seed * 1000 + e)
         noise = np.zeros(3)
-        for t in range(T):
+        for t in range(H):
             noise = 0.8 * noise + 0.3 * rng.standard_normal(3)
             U[e, t] = np.clip(noise, -1.0, 1.0)
             X[e, t + 1], R[e, t], *_ = env.step(U[e, t])
