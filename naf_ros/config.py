@@ -144,6 +144,32 @@ class SafetyConfig:
 
 
 @dataclass
+class ArmConfig:
+    """The arm: its description (overriding the environment's own) and how it is commanded.
+
+    ``model``: '' keeps the arm the ``env.id`` environment ships; a path to a URDF or MJCF
+    file; or ``robot_description``, the std_msgs/String that robot_state_publisher latches on
+    the ``robot_description`` topic of the arm's namespace (ROS nodes only). ``tip`` is a
+    site, or a link/body plus ``tip_offset`` (m, in that link's frame); ``base`` the frame
+    the task works in; ``joints`` the actuated joints by name (default: the chain from base
+    to tip). ``command_interface`` is what the ForwardCommandController takes: effort (N·m),
+    velocity (rad/s) or position (rad). ``gravity_compensation`` (effort only) adds the
+    model's gravity torque to every command; None: on where the model has gravity.
+    """
+
+    model: str = ""
+    tip: str | None = None
+    tip_offset: list | None = None
+    base: str | None = None
+    joints: list | None = None
+    command_interface: str = field(
+        default="effort", metadata=_choice("effort", "velocity", "position")
+    )
+    gravity_compensation: bool | None = None
+    description_timeout: float = field(default=10.0, metadata=POS)
+
+
+@dataclass
 class BagConfig:
     """rosbag2 (MCAP) recording of experience and warm starts from recorded bags."""
 
@@ -160,6 +186,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     bag: BagConfig = field(default_factory=BagConfig)
+    arm: ArmConfig = field(default_factory=ArmConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
