@@ -26,6 +26,8 @@ def test_holds_until_the_learner_reaches_the_fraction_of_its_target():
     assert not rule.caught_up(4.49, 5.0)
     assert rule.caught_up(4.5, 5.0)
     assert rule.caught_up(6.0, 5.0)
+    # a figure from before the learner had our last transitions does not count
+    assert not rule.caught_up(6.0, 5.0, unseen=3) and rule.caught_up(6.0, 5.0, unseen=0)
     # imagination raises the target the learner reports (I + I*l): the rule follows it
     assert not rule.caught_up(12.0, 15.0) and rule.caught_up(13.5, 15.0)
 
@@ -44,8 +46,11 @@ def test_bad_settings_are_refused(ratio, wait):
 
 def test_parameters_are_declared_once_with_their_checks():
     params = {p.name: p for p in POLICY_PARAMS}
-    assert params["catch_up_ratio"].default == 0.0  # off unless asked for
-    assert params["catch_up_timeout"].default > 0
+    ratio, timeout = params["catch_up_ratio"], params["catch_up_timeout"]
+    assert ratio.default == 0.0  # off unless asked for
+    for p in (ratio, timeout):
+        assert p.check.ok(p.default)
+    assert ratio.check.ok(1.0) and not ratio.check.ok(1.01) and not ratio.check.ok(-0.1)
 
 
 def test_run_totals_rise_while_the_arm_rests():
@@ -58,6 +63,9 @@ def test_run_totals_rise_while_the_arm_rests():
         r.record({}, updates=5, target=5)
     assert r.run_totals()[0] == (4.5, 5.0)
     assert CatchUp(0.9, 10.0).caught_up(*r.run_totals()[0])
+    # transitions added but not learned from yet lower the figure at once
+    ratio, _ = r.run_totals({0: 5})[0]
+    assert ratio == pytest.approx(45 / 15) and r.run_totals({0: 5})[UpdateRatio.ALL][0] == ratio
 
 
 class _Diag:
@@ -92,16 +100,16 @@ def _progress(**extra) -> object:
 
 def test_progress_carries_this_arms_run_figure():
     out, diag = _out(arm=1)
-    assert out.learner_ratio == (None, None)
+    assert out.learner_ratio == (None, None, -1)
     msg = _progress(run_ratio=np.array([4.0, 2.5]), run_target=np.array([5.0, 5.0]))
     assert out.on_progress(msg) and not diag.rejected
-    assert out.learner_ratio == (2.5, 5.0)
+    assert out.learner_ratio == (2.5, 5.0, 7)
     # -1: the learner has no figure for the arm yet (not warm)
     out.on_progress(_progress(run_ratio=np.array([4.0, -1.0]), run_target=np.array([5.0, -1.0])))
-    assert out.learner_ratio == (None, None)
+    assert out.learner_ratio[:2] == (None, None)
 
 
 def test_progress_of_an_older_learner_without_the_figure_still_acknowledges():
     out, diag = _out(arm=0)
     assert out.on_progress(_progress()) and not diag.rejected
-    assert out.learner_ratio == (None, None)
+    assert out.learner_ratio[:2] == (None, None)

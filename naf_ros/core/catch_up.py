@@ -34,12 +34,14 @@ class CatchUp:
     def enabled(self) -> bool:
         return self.ratio > 0
 
-    def caught_up(self, achieved: float | None, target: float | None) -> bool:
+    def caught_up(self, achieved: float | None, target: float | None, unseen: int = 0) -> bool:
         """True if the learner's figure for this arm reaches ``ratio`` of its target.
 
         No figure (the learner is not warm yet, so no update is due, or it has not heard
-        of this arm) or no positive target means there is nothing to catch up with.
+        of this arm) or no positive target means there is nothing to catch up with. A
+        figure from before the learner had all our transitions (``unseen`` > 0 of them
+        missing) is too high to go by: the missing ones have had no update yet.
         """
         if not self.enabled or achieved is None or target is None or target <= 0:
             return True
-        return achieved >= self.ratio * target
+        return unseen <= 0 and achieved >= self.ratio * target

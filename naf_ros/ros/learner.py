@@ -524,7 +524,7 @@ class LearnerNode(Node):
         durable = [self._durable.get(p, -1) if periodic else processed[p] for p in producers]
         # Updates per transition over the run and its target, per producer (-1: none yet):
         # what a realtime policy with catch_up_ratio waits for.
-        run = self.update_ratio.run_totals()
+        run = self.update_ratio.run_totals(dict(self._added))
         no_figure = (-1.0, -1.0)
         msg = pack_arrays(
             {

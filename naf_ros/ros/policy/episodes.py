@@ -127,16 +127,19 @@ class EpisodeWorker:
             return
         rule = CatchUp(p.catch_up_ratio, p.catch_up_timeout)
         t0 = time.monotonic()
-        caught = self._wait(
-            lambda: rule.caught_up(*self.transitions.learner_ratio), rule.max_wait_s
-        )
+
+        def caught_up() -> bool:
+            achieved, target, seen = self.transitions.learner_ratio
+            return rule.caught_up(achieved, target, unseen=self.producer.seq - 1 - seen)
+
+        caught = self._wait(caught_up, rule.max_wait_s)
         self._catch_up_wait_s += time.monotonic() - t0
         if caught:
             return
         self._catch_up_timeouts += 1
         self._publish_metric("catch_up_timeouts", self._catch_up_timeouts)
         achieved, target = (
-            "?" if v is None else f"{v:.2f}" for v in self.transitions.learner_ratio
+            "?" if v is None else f"{v:.2f}" for v in self.transitions.learner_ratio[:2]
         )
         self.get_logger().warning(
             f"learner has not caught up within catch_up_timeout {rule.max_wait_s} s "

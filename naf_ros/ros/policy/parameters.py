@@ -9,7 +9,7 @@ The config schema (``env.*``, ``agent.*``, ...) comes on top through
 from __future__ import annotations
 
 from naf_ros.ros.names import RESET_MODES
-from naf_ros.ros.params import Param, at_least, in_range, one_of, positive
+from naf_ros.ros.params import Check, Param, at_least, in_range, one_of, positive
 
 MODES = ("lockstep", "realtime")
 
@@ -40,7 +40,7 @@ POLICY_PARAMS: tuple[Param, ...] = (
           "a joint state faster than this (rad/s) is refused like a NaN one"),
     Param("reset_timeout", 10.0, float, positive(), "s to wait for sim/reset to answer"),
     Param("exit_when_done", True, bool, None, "end the process after the last episode"),
-    Param("catch_up_ratio", 0.0, float, in_range(0.0, 1.0),
+    Param("catch_up_ratio", 0.0, float, Check(lambda v: 0.0 <= v <= 1.0, "in [0.0, 1.0]"),
           "realtime: hold each training episode's start (never the control loop) until the "
           "learner reports this fraction of its planned updates per transition for our "
           "transitions over the run (0: off; see naf_ros.core.catch_up)"),

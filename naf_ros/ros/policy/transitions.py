@@ -56,8 +56,9 @@ class TransitionsOut:
         self.pub: Publisher | None = None
         self._layout = None  # every transition message shares one layout
         # The learner's (updates per transition, target) for our transitions over the run,
-        # or (None, None): read by the catch-up wait, replaced in one assignment.
-        self.learner_ratio: tuple[float | None, float | None] = (None, None)
+        # or (None, None), and the last seq it had then: read by the catch-up wait, replaced
+        # in one assignment.
+        self.learner_ratio: tuple[float | None, float | None, int] = (None, None, -1)
 
     def publish(self, msg: Float64MultiArray, episode: int) -> None:
         """Publish transition number ``producer.seq`` (encoded into ``msg``) and keep it."""
@@ -136,7 +137,8 @@ class TransitionsOut:
             if "run_ratio" in columns and "run_target" in columns:
                 ratio = float(columns["run_ratio"][hits[0]])
                 target = float(columns["run_target"][hits[0]])
-                self.learner_ratio = (ratio, target) if ratio >= 0 else (None, None)
+                last = row["last_seq"]
+                self.learner_ratio = (ratio, target, last) if ratio >= 0 else (None, None, last)
         with self.lock:
             self.producer.on_progress(
                 lid, row.get("last_seq"), row.get("durable_seq"), row.get("last_episode")
