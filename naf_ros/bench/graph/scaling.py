@@ -187,6 +187,11 @@ def plot_scaling(scaling: dict, path) -> None:
         if targets:
             ax.axhline(max(targets), color=line.get_color(), ls="--", lw=1, label=f"{config}: I")
     ax.set_xscale("log", base=2)
+    ks = sorted(
+        {r["arms"] for rows in scaling.values() if isinstance(rows, dict) for r in rows.values()}
+    )
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.minorticks_off()
     ax.set_xlabel("simulated arms K (realtime, 50 Hz each)")
     ax.set_ylabel("learner updates per real transition")
     ax.set_title("One learner, K arms: updates per transition")

@@ -223,7 +223,7 @@ class EpisodeWorker:
             self._send_zero()
             self.get_logger().info(
                 f"done: {self.episode} episodes, {self.env_steps} steps, "
-                f"{self.producer.seq} transitions"
+                f"{self.producer.seq} transitions, weights version {self._weights_version}"
             )
             if self.params.exit_when_done and self.stop_event is not None:
                 self.stop_event.set()
