@@ -37,6 +37,9 @@ def commands_topic(controller: str = DEFAULT_CONTROLLER) -> str:
 
 # --- metrics (std_msgs/Float64 on METRICS_PREFIX + name, for rqt_plot) ----------------------
 POLICY_METRICS = ("episode_return", "tip_distance", "eval_return", "eval_tip_distance")
+# Counters the policy publishes when something happens (not per episode, so not on the
+# launcher's progress lines): training episodes started without the learner caught up.
+POLICY_EVENT_METRICS = ("catch_up_timeouts",)
 LEARNER_METRICS = (
     "q_loss",
     "updates_per_s",

@@ -60,6 +60,7 @@ from naf_ros.ros.names import (
     CONTROLLER_TOPIC,
     ESTOP_TOPIC,
     JOINT_STATES_TOPIC,
+    POLICY_EVENT_METRICS,
     POLICY_METRICS,
     PROGRESS_TOPIC,
     RESET_SERVICE,
@@ -205,7 +206,8 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
             self._notify,
         )  # fmt: skip
         self.metric_pubs = {
-            m: self.create_publisher(Float64, metric_topic(m), qos.METRICS) for m in POLICY_METRICS
+            m: self.create_publisher(Float64, metric_topic(m), qos.METRICS)
+            for m in (*POLICY_METRICS, *POLICY_EVENT_METRICS)
         }
         # The control loop's input on a node and thread of its own (SideNode's docstring).
         if self._state_io is None:
@@ -404,6 +406,9 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
         v = self.diag.values
         v.update(episodes=self.episode, env_steps=self.env_steps, seq=self.producer.seq)
         v["learner_wait_s"] = round(self._learner_wait_s, 3)
+        if self.params.catch_up_ratio > 0:
+            v["catch_up_wait_s"] = round(self._catch_up_wait_s, 3)
+            v["catch_up_timeouts"] = self._catch_up_timeouts
         v.update(self.transitions.diagnostics())
         if self.cfg.safety.safe_exploration:
             v["safe_exploration"] = "active" if self.safe_exploration_active else "passed"

@@ -9,7 +9,7 @@ The config schema (``env.*``, ``agent.*``, ...) comes on top through
 from __future__ import annotations
 
 from naf_ros.ros.names import RESET_MODES
-from naf_ros.ros.params import Param, at_least, in_range, one_of, positive
+from naf_ros.ros.params import Check, Param, at_least, in_range, one_of, positive
 
 MODES = ("lockstep", "realtime")
 
@@ -40,6 +40,13 @@ POLICY_PARAMS: tuple[Param, ...] = (
           "a joint state faster than this (rad/s) is refused like a NaN one"),
     Param("reset_timeout", 10.0, float, positive(), "s to wait for sim/reset to answer"),
     Param("exit_when_done", True, bool, None, "end the process after the last episode"),
+    Param("catch_up_ratio", 0.0, float, Check(lambda v: 0.0 <= v <= 1.0, "in [0.0, 1.0]"),
+          "realtime: hold each training episode's start (never the control loop) until the "
+          "learner reports this fraction of its planned updates per transition for our "
+          "transitions over the run (0: off; see naf_ros.core.catch_up)"),
+    Param("catch_up_timeout", 60.0, float, positive(),
+          "realtime: s to hold an episode for catch_up_ratio at most; then it starts anyway "
+          "(logged, counted on /naf/metrics/catch_up_timeouts)"),
     Param("startup_subscribers", ["learner"], list, None,
           "at start, wait (up to startup_timeout s) until these nodes subscribe to the "
           "transitions: the first ones then need no re-send, and in lockstep the first steps "
