@@ -14,8 +14,9 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from naf_ros.core.safety import EFFORT
 from naf_ros.envs.arm import DEFAULT_TIP_SITE, ArmModel, LimitSpec, asset_path
-from naf_ros.envs.command import EFFORT, ArmCommand
+from naf_ros.envs.command import ArmCommand
 from naf_ros.envs.sim import ArmSim
 from naf_ros.envs.task import ReacherTask, ReachTask, TargetBox
 

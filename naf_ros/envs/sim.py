@@ -27,8 +27,8 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
+from naf_ros.core.safety import EFFORT, POSITION, VELOCITY, check_interface
 from naf_ros.envs.arm import ArmModel, ArmModelError
-from naf_ros.envs.command import EFFORT, POSITION, VELOCITY, check_interface
 
 TARGET_BODY = "target"
 # Servo bandwidth x control period: 6 reaches ~98% of a step within one period, critically
