@@ -308,6 +308,11 @@ class SafetyEnvelope:
 
     # --- latch and watchdog ----------------------------------------------------------------
     @property
+    def holding(self) -> bool:
+        """Position: a hold is latched (an e-stop, watchdog or malformed command began it)."""
+        return self._hold is not None
+
+    @property
     def estopped(self) -> bool:
         return self._estop
 
