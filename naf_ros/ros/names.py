@@ -30,6 +30,12 @@ DEFAULT_CONTROLLER = "effort_controller"
 RESET_MODES = ("service", "homing")
 
 
+def controller_for(interface: str, name: str = "") -> str:
+    """The controller's name: ``name`` when given, else ``<interface>_controller`` (the
+    ForwardCommandController claiming that command interface, e.g. ``velocity_controller``)."""
+    return name or f"{interface}_controller"
+
+
 def commands_topic(controller: str = DEFAULT_CONTROLLER) -> str:
     """A ForwardCommandController's input, ``<controller>/commands`` (relative)."""
     return f"{controller.strip('/')}/commands"

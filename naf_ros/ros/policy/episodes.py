@@ -35,7 +35,8 @@ class Stopped(Exception):
 class EpisodeWorker:
     """Mixin of :class:`~naf_ros.ros.policy.node.NafPolicy`: the episode thread.
 
-    Uses from the node: ``params``, ``cfg``, ``task``, ``actor``, ``noise``, ``rng``,
+    Uses from the node: ``params``, ``cfg``, ``task``, ``command`` (action -> command),
+    ``actor``, ``noise``, ``rng``,
     ``envelope``, ``producer``, ``diag``, ``_cond``, the reflex path's
     ``_next_state``/``_next_reflex``, the objects ``transitions``, ``homing`` and
     ``state_file``, and the outputs ``_publish_effort``, ``_send_zero``, ``_publish_metric``.
@@ -430,7 +431,7 @@ class EpisodeWorker:
         else:
             action = self.actor.act(obs, self.noise if train else None)
         action = np.clip(np.nan_to_num(action, nan=0.0), -1.0, 1.0)
-        sent, reasons = self._publish_effort(self.task.effort_from_action(action), state)
+        sent, reasons = self._publish_effort(self.command.command(action, state.q), state)
         if reasons and not (ESTOP in reasons or WATCHDOG in reasons):
-            action = self.task.action_from_effort(sent)
+            action = self.command.action(sent, state.q)
         return action, reasons

@@ -50,7 +50,13 @@ from naf_ros.config import ConfigError
 from naf_ros.core.actor import NumpyActor
 from naf_ros.core.delivery import Producer
 from naf_ros.core.homing import Homing
-from naf_ros.core.safety import SafetyEnvelope, SafetyLimits, StatePlausibility
+from naf_ros.core.safety import (
+    EFFORT,
+    POSITION,
+    SafetyEnvelope,
+    SafetyLimits,
+    StatePlausibility,
+)
 from naf_ros.envs.configured import episode_steps, reacher_env_kwargs
 from naf_ros.ros import qos
 from naf_ros.ros.codec import CodecError, unpack_arrays
@@ -68,6 +74,7 @@ from naf_ros.ros.names import (
     TRANSITIONS_TOPIC,
     WEIGHTS_TOPIC,
     commands_topic,
+    controller_for,
     metric_topic,
 )
 from naf_ros.ros.params import declare_config, declare_params
@@ -148,6 +155,7 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
         from naf_ros.core.agents import make_agent
         from naf_ros.core.noise import make_noise
         from naf_ros.envs.arm import ArmModel
+        from naf_ros.envs.command import ArmCommand
         from naf_ros.envs.task import ReacherTask
 
         cfg, p = self.cfg, self.params
@@ -158,11 +166,20 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
         self.n = self.arm.n_joints
         self.control_dt = float(kwargs.get("control_dt", 0.02))
         self.T = episode_steps(cfg.env)
+        try:  # what an action commands: the arm's command interface
+            self.command = ArmCommand(
+                self.arm, cfg.arm.command_interface, self.control_dt,
+                cfg.arm.gravity_compensation, cfg.safety.velocity,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.controller_name = controller_for(cfg.arm.command_interface, p.controller_name)
         if len(p.home_position) != self.n:
             raise ConfigError(f"home_position: needs {self.n} values, got {p.home_position}")
         homing_rule = Homing(
             np.asarray(p.home_position, dtype=float), p.homing_kp, p.homing_kd,
             p.homing_tolerance, p.homing_velocity_tolerance, p.homing_timeout,
+            self.command.interface, self.command.velocity_limits, self.control_dt,
         )  # fmt: skip
         if len(p.target) == 2:
             self.default_target = np.asarray(p.target, dtype=float)
@@ -172,7 +189,12 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
             from naf_ros.envs.reacher_env import FIXED_TARGET
 
             self.default_target = np.asarray(FIXED_TARGET, dtype=float)
-        self.envelope = SafetyEnvelope(self._safety_limits())
+        try:
+            self.envelope = SafetyEnvelope(
+                self._safety_limits(), self.command.interface, self.control_dt
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         try:
             self.plausibility = StatePlausibility.from_arm(
                 self.arm,
@@ -191,7 +213,7 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
             ex.kind, self.task.act_dim, ex.scale, ex.ou_theta, self.rng, ex.precision_ema
         )
         self.cmd_pub = self.create_publisher(
-            Float64MultiArray, commands_topic(p.controller_name), qos.COMMANDS
+            Float64MultiArray, commands_topic(self.controller_name), qos.COMMANDS
         )
         self.trans_pub = self.create_publisher(
             Float64MultiArray, TRANSITIONS_TOPIC, qos.TRANSITIONS
@@ -244,7 +266,8 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
         self.get_logger().info(
             f"configured: arm {p.arm_index}, joints {self.joint_names}, mode {p.mode}, "
             f"reset {p.reset_mode}, T={self.T}, commands on "
-            f"{self.resolve_topic_name(commands_topic(p.controller_name))}"
+            f"{self.resolve_topic_name(commands_topic(self.controller_name))} "
+            f"({self.command.interface})"
         )
         return TransitionCallbackReturn.SUCCESS
 
@@ -282,8 +305,14 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
                 self._publish_zero()
 
     def _publish_zero(self) -> None:
-        """Zero effort onto the wire; the caller holds ``_cmd_lock``."""
-        self.cmd_pub.publish(Float64MultiArray(data=[0.0] * self.n))
+        """The interface's rest command onto the wire (zero effort or velocity; position:
+        hold where the arm last was, or nothing before any joint state - the controller then
+        keeps its own last target); the caller holds ``_cmd_lock``."""
+        latest = self._latest
+        rest = self.envelope.rest(None if latest is None else latest.q)
+        if self.command.interface == POSITION and latest is None and not self.envelope.holding:
+            return
+        self.cmd_pub.publish(Float64MultiArray(data=rest.tolist()))
 
     def _safety_limits(self) -> SafetyLimits:
         """The ``safety`` section on top of the arm model; one-line ConfigError if invalid."""
@@ -297,7 +326,11 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
             return SafetyLimits.from_arm(
                 self.arm,
                 position_margin=s.position_margin,
-                velocity=float("inf") if s.velocity is None else s.velocity,
+                velocity=(
+                    (float("inf") if s.velocity is None else s.velocity)
+                    if self.command.interface == EFFORT  # velocity/position: the arm's
+                    else self.command.velocity_limits.tolist()
+                ),
                 restoring_gain=s.restoring_gain,
                 # Lockstep: the sim waits for us, a state is never stale; realtime: it is.
                 command_timeout=s.command_timeout if self.params.mode == "realtime" else None,
