@@ -11,8 +11,10 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -132,12 +134,29 @@ def mark_threshold(variants: dict) -> None:
         )
 
 
+def portable(payload: Any, out_dir: Path | None = None) -> Any:
+    """``payload`` with this machine's paths replaced by placeholders, so a result file can be
+    committed: the interpreter becomes ``python``, the package root ``<package>``, the output
+    folder ``<out>`` and the home folder ``~``."""
+    root = str(Path(__file__).resolve().parents[2])
+    swaps = [(sys.executable, "python"), (str(Path(sys.executable).parent) + "/", "")]
+    if out_dir is not None:
+        swaps.append((str(Path(out_dir).resolve()), "<out>"))
+        swaps.append((str(out_dir), "<out>"))
+    swaps += [(root, "<package>"), (str(Path.home()), "~")]
+    text = json.dumps(payload)
+    for old, new in swaps:
+        if old and old not in ("/", "."):
+            text = text.replace(json.dumps(old)[1:-1], json.dumps(new)[1:-1])
+    return json.loads(text)
+
+
 def finish(suite: str, out_dir: Path, payload: dict, title: str) -> dict:
     """Stamp machine and date, write ``<out>/<suite>.json`` and one learning-curve PNG per env."""
     out_dir.mkdir(parents=True, exist_ok=True)
     payload["machine"] = machine()
     payload["date"] = time.strftime("%Y-%m-%d")
-    (out_dir / f"{suite}.json").write_text(json.dumps(payload, indent=2))
+    (out_dir / f"{suite}.json").write_text(json.dumps(portable(payload, out_dir), indent=2))
     for env_id, variants in payload.get("envs", {}).items():
         curves = {label: (v["episodes"], v["mean_eval_return"]) for label, v in variants.items()}
         name = env_id.replace("/", "_")

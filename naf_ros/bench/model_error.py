@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from naf_ros.bench.common import portable
 from naf_ros.config import config_from_dict
 
 MODELS = ("linear (observation)", "linear (joint)", "-NN")
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d"),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "model_error.json").write_text(json.dumps(payload, indent=2))
+    (args.out / "model_error.json").write_text(json.dumps(portable(payload, args.out), indent=2))
     _plot(summary, args.out / "model_error.png")
     print(f"\nwrote {args.out}/model_error.json")
     return 0

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from naf_ros.bench.common import machine
+from naf_ros.bench.common import machine, portable
 from naf_ros.bench.graph.curve import part_curve
 from naf_ros.bench.graph.harness import complete, shared_config
 from naf_ros.bench.graph.latency import part_latency
@@ -178,7 +178,7 @@ def main(args: argparse.Namespace) -> int:
         except Exception as exc:  # noqa: BLE001 - the figures matter more than the plots
             payload["plots"] = []
             payload["plot_error"] = f"{type(exc).__name__}: {exc}"
-        (args.out / "graph.json").write_text(json.dumps(payload, indent=2))
+        (args.out / "graph.json").write_text(json.dumps(portable(payload, args.out), indent=2))
         print(f"\nwrote {args.out}/graph.json and {', '.join(payload['plots']) or 'no plots'}")
     if "interrupted" in failed:
         return 130
