@@ -175,3 +175,71 @@ def test_envs_take_the_interface():
     assert np.allclose(env.sim.joint_velocities(), [0.5, -0.5, 0.2], atol=0.01)
     with pytest.raises(ValueError, match="no velocity limit"):
         Reacher3DOFEnv(command_interface="position")
+
+
+def _drift_under_estop(hold: bool) -> float:
+    """Largest joint excursion (rad) of the gravity-loaded 7-DOF arm over 1 s of e-stop, the
+    envelope's commands applied through the effort interface while the policy keeps asking
+    for full effort."""
+    from naf_ros.core.safety import SafetyEnvelope, SafetyLimits
+
+    arm = arm7()
+    sim = ArmSim(arm, target_dims=3, command_interface="effort")
+    cmd = ArmCommand(arm, "effort")
+    q0 = np.array([0.0, 0.3, 0.0, -1.8, 0.0, 2.0, 0.8])  # a pose where gravity pulls hard
+    sim.reset(q0, np.zeros(7), np.zeros(3))
+    env = SafetyEnvelope(
+        SafetyLimits.from_arm(arm, command_timeout=None),
+        hold_effort=cmd.hold_effort if hold else None,
+    )
+    env.engage_estop("test")
+    worst = 0.0
+    for k in range(50):
+        q, qd = sim.joint_positions(), sim.joint_velocities()
+        safe, reasons = env.filter(cmd.command(np.ones(7), q), q, qd, 0.02 * k)
+        assert reasons == ("estop",)
+        sim.set_command(safe)
+        sim.step()
+        worst = max(worst, float(np.abs(sim.joint_positions() - q0).max()))
+    return worst
+
+
+def test_an_estop_holds_a_gravity_loaded_arm_on_the_effort_interface():
+    # With the model's gravity torque as the holding effort the arm stays where it stopped
+    # (the zero-order hold of G(q) over a period leaves a small creep); zero effort drops it.
+    held = _drift_under_estop(hold=True)
+    dropped = _drift_under_estop(hold=False)
+    assert held < 0.01, held
+    assert dropped > 0.3, dropped
+
+
+def test_the_effort_rules_act_on_the_effort_beyond_holding():
+    from naf_ros.core.safety import SafetyEnvelope, SafetyLimits
+
+    arm = arm7()
+    cmd = ArmCommand(arm, "effort")
+    limits = SafetyLimits.from_arm(arm, command_timeout=None)
+    env = SafetyEnvelope(limits, hold_effort=cmd.hold_effort)
+    q = arm.sample_joint_positions(RNG)
+    g = arm.gravity_effort(q)
+    # Past the upper soft limit of joint 1, an outward push beyond G is cut back to G(q)[1];
+    # the other joints keep their command (inside every limit).
+    q_out = q.copy()
+    q_out[1] = limits.soft_upper[1] + 0.01
+    g_out = arm.gravity_effort(q_out)
+    wanted = g_out + 0.3 * np.sign(RNG.uniform(-1, 1, 7)) * np.minimum(limits.effort, 5.0)
+    wanted[1] = g_out[1] + 5.0
+    safe, reasons = env.filter(wanted, q_out, np.zeros(7), 0.0)
+    assert "position_limit" in reasons
+    assert np.isclose(safe[1], np.clip(g_out[1], -limits.effort[1], limits.effort[1]))
+    others = np.arange(7) != 1
+    assert np.allclose(safe[others], np.clip(wanted, -limits.effort, limits.effort)[others])
+    # A non-finite entry falls back to the holding effort, not to zero.
+    bad = cmd.command(np.zeros(7), q)
+    bad[3] = np.nan
+    safe, reasons = env.filter(bad, q, np.zeros(7), 0.0)
+    assert reasons == ("nonfinite_command",)
+    assert np.isclose(safe[3], g[3])
+    # Only the effort interface holds with torques.
+    with pytest.raises(ValueError, match="hold_effort"):
+        SafetyEnvelope(limits, "velocity", 0.02, hold_effort=cmd.hold_effort)

@@ -18,7 +18,12 @@ a restoring effort, so later rules never undo earlier ones):
    motion;
 6. clip to the effort limit.
 
-That is the ``effort`` interface. A ForwardCommandController may claim ``velocity`` or
+That is the ``effort`` interface. With ``hold_effort`` (the model's gravity torque G(q), for
+an arm on a plain effort interface that carries its own weight), "zero" above reads "the
+holding effort": the rules act on the effort beyond G(q), so an e-stop or a watchdog trip
+holds the arm up instead of dropping it, and rule 6 caps the total.
+
+A ForwardCommandController may claim ``velocity`` or
 ``position`` instead; the same rules then read (restoring gain in 1/s for velocity):
 
 - velocity: 1. -> zero velocity; 2./3. -> zero for that joint; 4. at or past a soft limit no
@@ -38,7 +43,7 @@ That is the ``effort`` interface. A ForwardCommandController may claim ``velocit
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -283,9 +288,22 @@ class SafetyEnvelope:
     """
 
     def __init__(
-        self, limits: SafetyLimits, interface: str = EFFORT, control_dt: float | None = None
+        self,
+        limits: SafetyLimits,
+        interface: str = EFFORT,
+        control_dt: float | None = None,
+        hold_effort: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         self.limits = limits
+        # Effort only: the torque that holds the arm still against gravity at q (the model's
+        # G(q)). Given, every effort rule moves the command towards it instead of towards
+        # zero, so an e-stop, a watchdog trip or a soft limit never drops a gravity-loaded
+        # arm on a plain effort interface; the effort limit still caps the total.
+        if hold_effort is not None and interface != EFFORT:
+            raise ValueError(
+                f"hold_effort: only the effort interface holds with torques, not {interface}"
+            )
+        self.hold_effort = hold_effort
         self.n = limits.n_joints
         self.interface = check_interface(interface)
         if interface != EFFORT and not np.isfinite(limits.velocity).all():
@@ -390,6 +408,7 @@ class SafetyEnvelope:
         self, e: np.ndarray, q: np.ndarray, qd: np.ndarray
     ) -> tuple[np.ndarray, tuple[str, ...]]:
         lim = self.limits
+        hold = self._holding_effort(q)
         # The common case in one pass (it runs in the realtime path): a finite command within
         # its effort limit, from a finite state strictly inside every limit, passes as is.
         # Anything else, NaN included (it compares False), takes the rules below.
@@ -402,7 +421,8 @@ class SafetyEnvelope:
         if nominal.all():
             return e, ()
         reasons: list[str] = []
-        e, q, qd, bad = self._finite(e, q, qd, reasons)
+        # The rules act on the effort beyond holding (all of it without a gravity model).
+        e, q, qd, bad = self._finite(e - hold, q, qd, reasons)
 
         # Soft position limits: never push further out; optionally push back in.
         e = self._soft_limits(e, q, bad, lim.effort, reasons)
@@ -415,6 +435,7 @@ class SafetyEnvelope:
             e[cut] = 0.0
             reasons.append(VELOCITY_LIMIT)
 
+        e = e + hold
         clipped = np.clip(e, -lim.effort, lim.effort)
         if (clipped != e).any():
             reasons.append(EFFORT_LIMIT)
@@ -510,8 +531,27 @@ class SafetyEnvelope:
             return self._last_target.copy()
         return np.clip(np.zeros(self.n), self.limits.soft_lower, self.limits.soft_upper)
 
+    def _holding_effort(self, q: Any) -> np.ndarray:
+        """``hold_effort(q)`` capped at the effort limits; zero without a gravity model or
+        where ``q`` is unknown (no finite state, no gravity torque to compute)."""
+        if self.hold_effort is None:
+            return np.zeros(self.n)
+        try:
+            arr = np.array(q, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError, OverflowError):
+            return np.zeros(self.n)
+        if arr.shape != (self.n,) or not np.isfinite(arr).all():
+            return np.zeros(self.n)
+        hold = np.asarray(self.hold_effort(arr), dtype=np.float64).reshape(-1)
+        if hold.shape != (self.n,) or not np.isfinite(hold).all():
+            return np.zeros(self.n)
+        return np.clip(hold, -self.limits.effort, self.limits.effort)
+
     def _rest(self, q: Any) -> np.ndarray:
-        """Rule 1's command: zero effort/velocity, or the latched position hold."""
+        """Rule 1's command: the holding effort (zero without a gravity model), zero
+        velocity, or the latched position hold."""
+        if self.interface == EFFORT:
+            return self._holding_effort(q)
         if self.interface != POSITION:
             return np.zeros(self.n)
         if self._hold is None:
@@ -524,6 +564,8 @@ class SafetyEnvelope:
         shutdown, the end of an episode): zero effort or velocity; for position the hold
         while one is latched, else ``q`` where it is finite and the last safe target (else
         0 clipped into the soft limits) where not."""
+        if self.interface == EFFORT:
+            return self._holding_effort(q)
         if self.interface != POSITION:
             return np.zeros(self.n)
         if self._hold is not None:

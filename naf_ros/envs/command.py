@@ -133,14 +133,21 @@ class ArmCommand:
         return np.clip(c / self.scale, -1.0, 1.0)
 
     def rest(self, q: np.ndarray | None = None) -> np.ndarray:
-        """The command that asks for no motion: zero effort / velocity, or hold at ``q``.
+        """The command that asks for no motion: the holding effort (G(q) with gravity
+        compensation, else zero), zero velocity, or hold at ``q``.
 
-        Zero *effort* lets a gravity-loaded arm fall (what an e-stop of a plain effort
-        interface does; brakes are the hardware's job); zero *position* would drive every
-        joint to 0 rad, so position holds where the arm is."""
+        Zero *effort* would let a gravity-loaded arm fall, and zero *position* would drive
+        every joint to 0 rad; the safety envelope's ``hold_effort`` is :meth:`gravity`."""
         if self.interface == POSITION:
             return self._q(q).astype(float).copy()
+        if self.gravity_compensation:
+            return self.arm.gravity_effort(self._q(q))
         return np.zeros(self.n)
+
+    @property
+    def hold_effort(self):
+        """What the safety envelope holds an effort-commanded arm with (None: zero)."""
+        return self.gravity if self.gravity_compensation else None
 
     def _q(self, q: np.ndarray | None) -> np.ndarray:
         if q is None:

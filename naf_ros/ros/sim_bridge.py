@@ -162,6 +162,7 @@ class SimBridge(LifecycleNode):
             ),
             self.interface,
             self.sim.control_dt,
+            hold_effort=self.env.command.hold_effort,
         )
         self.js_pub = self.create_publisher(JointState, JOINT_STATES_TOPIC, qos.JOINT_STATES_PUB)
         self.clock_pub = self.create_publisher(Clock, CLOCK_TOPIC, qos.CLOCK)

@@ -191,7 +191,10 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
             self.default_target = np.asarray(FIXED_TARGET, dtype=float)
         try:
             self.envelope = SafetyEnvelope(
-                self._safety_limits(), self.command.interface, self.control_dt
+                self._safety_limits(),
+                self.command.interface,
+                self.control_dt,
+                hold_effort=self.command.hold_effort,
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
