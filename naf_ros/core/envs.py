@@ -30,7 +30,7 @@ def make_env(cfg: EnvConfig, arm: ArmConfig | None = None) -> gym.Env:
     try:
         env = gym.make(cfg.id, **kwargs)
     except ArmModelError as exc:  # the user's arm description: name it, not the env id
-        raise ConfigError(f"arm.model: {exc}") from None
+        raise ConfigError(f"arm: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any construction failure is a config problem
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"env.id: {cfg.id!r} could not be created ({msg})") from None

@@ -31,6 +31,11 @@ EXAMPLE_ARM_ID = "NafRos/Arm7Reach-v0"
 # arm.<key> -> ArmReachEnv keyword; the first five describe the arm itself.
 ARM_DESCRIPTION_KEYS = ("model", "tip", "tip_offset", "base", "joints")
 ARM_KEYS = ARM_DESCRIPTION_KEYS + ("command_interface", "gravity_compensation")
+# Registry kwargs that describe the shipped arm (its limits, home pose, workspace): another
+# arm (arm.model) must not inherit them, so they fall back to the constructor's defaults
+# (the description's limits, its home keyframe or zero, reachable targets) unless env.kwargs
+# sets them.
+SHIPPED_ARM_KWARGS = ("effort", "velocity", "home", "target_box")
 
 
 def uses_robot_description(cfg: Config) -> bool:
@@ -92,9 +97,12 @@ def arm_kwargs(cfg: Config, description: str | None = None) -> dict[str, Any]:
         out["model"] = description
     elif "model" in out:
         out["model"] = str(Path(out["model"]).expanduser())
-    both = [k for k in out if k in (cfg.env.kwargs or {})]
+    env_kwargs = cfg.env.kwargs or {}
+    both = [k for k in out if k in env_kwargs]
     if both:
         raise ConfigError(f"arm.{both[0]}: also set in env.kwargs; set it in one place")
+    if "model" in out:
+        out.update({k: None for k in SHIPPED_ARM_KWARGS if k not in env_kwargs})
     return out
 
 
@@ -159,7 +167,7 @@ def make_reacher(cfg: Config, description: str | None = None, **overrides: Any) 
     try:
         return cls(**kwargs)
     except ArmModelError as exc:
-        raise ConfigError(f"arm.model: {exc}") from None
+        raise ConfigError(f"arm: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"env.id: {cfg.env.id!r} could not be created ({exc})") from None
 
@@ -195,4 +203,4 @@ def reacher_task(cfg: Config, description: str | None = None) -> ReachTask:
             return ReachTask(arm_from_kwargs(kwargs), ctrl_cost_weight=weight)
         return ReacherTask(ArmModel.from_mjcf(kwargs.get("model_path")), ctrl_cost_weight=weight)
     except ArmModelError as exc:
-        raise ConfigError(f"arm.model: {exc}") from None
+        raise ConfigError(f"arm: {exc}") from None
