@@ -172,3 +172,76 @@ def test_naf_ros_train_bad_arm_is_one_line_and_writes_nothing(case, message, tmp
     assert len(err.splitlines()) == 1 and message in err, err
     assert err.startswith("naf-ros: config error: arm"), err
     assert not run_dir.exists()
+
+
+# --- in-process nodes (own context, no peers): the bridge's targets, the description wait ----
+@pytest.fixture
+def ros_context():
+    import rclpy
+    from rclpy.context import Context
+    from support.ros import allocate_domain
+
+    lease, ctx = allocate_domain(), Context()
+    rclpy.init(context=ctx, domain_id=lease.domain_id)
+    yield ctx
+    rclpy.shutdown(context=ctx)
+    lease.release()
+
+
+def make_bridge(ctx, **params):
+    from rclpy.parameter import Parameter
+
+    from naf_ros.ros.sim_bridge import SimBridge
+
+    overrides = [Parameter(k, value=v) for k, v in params.items()]
+    return SimBridge(context=ctx, parameter_overrides=overrides)
+
+
+def test_sim_bridge_targets_in_3d(ros_context):
+    fixed = make_bridge(
+        ros_context, **{"env.id": ARM7_ID, "target_mode": "fixed", "fixed_target": [0.4, 0.1, 0.5]}
+    )
+    try:
+        assert fixed.dims == 3 and np.allclose(fixed.sim.target, [0.4, 0.1, 0.5])
+        fixed._reset()
+        assert np.allclose(fixed.sim.target, [0.4, 0.1, 0.5])
+    finally:
+        fixed.destroy_node()
+    rand = make_bridge(ros_context, **{"env.id": ARM7_FIXED_ID, "target_mode": "random"})
+    try:
+        targets = [rand.sim.target.copy()]
+        for _ in range(3):
+            rand._reset()
+            targets.append(rand.sim.target.copy())
+        assert np.array(targets).shape == (4, 3) and len(np.unique(targets, axis=0)) == 4
+    finally:
+        rand.destroy_node()
+    with pytest.raises(ConfigError, match=r"^fixed_target: \[0.1, 0.2\] has 2 values; the task's"):
+        make_bridge(ros_context, **{"env.id": ARM7_ID, "target_mode": "fixed"})
+
+
+def test_description_wait_gets_the_latched_string_or_names_topic_and_timeout(ros_context):
+    from rclpy.node import Node
+    from std_msgs.msg import String
+
+    from naf_ros.ros import qos
+    from naf_ros.ros.description import wait_for_description
+    from naf_ros.ros.names import ROBOT_DESCRIPTION_TOPIC
+
+    xml = open(urdf("ur5")).read()
+    publisher = Node("publisher", namespace="arm0", context=ros_context)
+    reader = Node("reader", namespace="arm0", context=ros_context)
+    lonely = Node("lonely", namespace="arm9", context=ros_context)
+    try:
+        pub = publisher.create_publisher(String, ROBOT_DESCRIPTION_TOPIC, qos.ROBOT_DESCRIPTION)
+        pub.publish(String(data=xml))  # before anyone listens: latched
+        assert wait_for_description(reader, 10.0) == xml
+        with pytest.raises(
+            ConfigError,
+            match=r"^arm.model: no robot_description on /arm9/robot_description "
+            r"within 0.2 s \(arm.description_timeout\)",
+        ):
+            wait_for_description(lonely, 0.2)
+    finally:
+        for node in (publisher, reader, lonely):
+            node.destroy_node()
