@@ -1,7 +1,8 @@
 """The policy node: lifecycle and wiring around the acting code, on one arm.
 
-A thin adapter around the pure code: :class:`~naf_ros.envs.task.ReacherTask` turns joint
-states (mapped by name) and the target into observations and rewards, :class:`NAFAgent`
+A thin adapter around the pure code: the configured :class:`~naf_ros.envs.task.ReachTask`
+(the arm of the ``env``/``arm`` sections) turns joint states (mapped by name) and the target
+into observations and rewards, :class:`NAFAgent`
 acts (μ plus the configured exploration noise, or μ alone in evaluation episodes), and an
 iLQG controller from ``/naf/ilqg_controller`` takes the episodes Algorithm 2 gives it. This
 module holds the lifecycle, the parameters (:mod:`.parameters`), and the wiring: topics in
