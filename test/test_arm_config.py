@@ -104,7 +104,8 @@ def test_without_an_arm_section_nothing_changes():
     ],
 )
 def test_the_planar_reacher_refuses_every_arm_key(arm, key):
-    message = f"arm.{key}: the planar 3-DOF reacher has its own arm; use an arm environment id"
+    what = "has no such option" if key == "gravity_compensation" else "has its own arm"
+    message = f"arm.{key}: the planar 3-DOF reacher {what}; use an arm environment id"
     with pytest.raises(ConfigError, match="^" + message.replace(".", r"\.")):
         make_kwargs(config(REACHER_FIXED_ID, **arm))
     with pytest.raises(ConfigError, match=f"^arm.{key}: "):

@@ -74,8 +74,9 @@ def arm_kwargs(cfg: Config, description: str | None = None) -> dict[str, Any]:
     if entry == REACHER_ENTRY_POINT:
         for key in chosen:
             if key in ARM_DESCRIPTION_KEYS or not _accepts(REACHER_ENTRY_POINT, key):
+                what = "has its own arm" if key in ARM_DESCRIPTION_KEYS else "has no such option"
                 raise ConfigError(
-                    f"arm.{key}: the planar 3-DOF reacher has its own arm; use an arm "
+                    f"arm.{key}: the planar 3-DOF reacher {what}; use an arm "
                     f"environment id such as {EXAMPLE_ARM_ID}"
                 )
     elif entry != ARM_ENTRY_POINT:
