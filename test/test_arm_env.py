@@ -1,5 +1,6 @@
 """The 3D reaching environments: the shipped 7-DOF arm and any URDF arm through the same path;
-gravity compensation; NAF's trainer (and Algorithm 2) running a few episodes on the 7-DOF arm."""
+gravity compensation (command side for effort, the driver's for velocity/position); NAF's
+trainer (and Algorithm 2) running a few episodes on the 7-DOF arm."""
 
 import gymnasium as gym
 import mujoco
@@ -76,11 +77,13 @@ def test_configured_task_matches_the_env():
 
 def test_a_urdf_arm_loads_through_the_same_path():
     """UR5 from its robot_description string: motors added (ctrlrange = the URDF's effort
-    limits), a target added, gravity compensated by default; the arm then rests."""
+    limits), a target added, gravity compensated by default (the effort command carries the
+    gravity torque, as on a plain effort interface); the arm then rests."""
     env = ArmReachEnv(model=ur5_urdf(), tip="tool0", fixed_target=(0.4, 0.2, 0.3))
     m = env.sim.model
     assert m.nu == 6 and np.allclose(np.abs(m.actuator_ctrlrange).max(1), [150] * 3 + [28] * 3)
-    assert env.sim.gravity_compensation and env.task.obs_dim == 12 + 6 + 6
+    assert env.command.gravity_compensation and env.task.obs_dim == 12 + 6 + 6
+    assert not env.sim.driver_gravity_compensation
     obs, _ = env.reset(seed=0)
     for _ in range(25):
         obs, reward, *_ = env.step(np.zeros(6))
@@ -93,14 +96,17 @@ def test_a_urdf_arm_loads_through_the_same_path():
     assert np.abs(falling.sim.joint_velocities()).max() > 0.5
 
 
-def test_gravity_compensation_is_the_bias_force_at_rest():
+def test_a_servo_interface_holds_the_arm_up_with_the_bias_force_at_rest():
+    """Velocity/position: the driver's controller holds the arm (MuJoCo's gravity
+    compensation applies exactly the model's gravity torque); effort: the sim does not."""
     arm = ArmModel.from_file(asset_path("arm7dof.xml"))
-    sim = ArmSim(arm)
     q = arm.sample_joint_positions(np.random.default_rng(0))
-    sim.reset(q, np.zeros(7), np.zeros(3))
-    dofs = [sim.model.joint(n).dofadr[0] for n in arm.joint_names]
-    assert np.allclose(sim.data.qfrc_gravcomp[dofs], arm.gravity_effort(q))
-    assert np.allclose(sim.data.qfrc_bias[dofs], arm.gravity_effort(q))
+    for interface, compensated in (("velocity", True), ("position", True), ("effort", False)):
+        sim = ArmSim(arm, command_interface=interface)
+        sim.reset(q, np.zeros(7), np.zeros(3))
+        dofs = [sim.model.joint(n).dofadr[0] for n in arm.joint_names]
+        assert np.allclose(sim.data.qfrc_gravcomp[dofs], arm.gravity_effort(q) * compensated)
+        assert np.allclose(sim.data.qfrc_bias[dofs], arm.gravity_effort(q))
     assert np.abs(arm.gravity_effort(q)).max() > 1.0
 
 

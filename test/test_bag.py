@@ -52,7 +52,8 @@ def record_rollouts(path: Path, episodes: int, seed: int = 0) -> list:
             while True:
                 rec.write_joint_state(stamp, names, sim.joint_positions(), sim.joint_velocities())
                 action = rng.uniform(-1.0, 1.0, ACT)
-                rec.write_command(stamp, env.unwrapped.task.effort_from_action(action))
+                command = env.unwrapped.command.command(action, sim.joint_positions())
+                rec.write_command(stamp, command)
                 next_obs, reward, terminated, truncated, _ = env.step(action)
                 msg = encode_transition(
                     producer=0,

@@ -33,3 +33,18 @@ def test_threshold_comes_from_the_best_seed_averaged_curve():
     assert np.isclose(variants["A"]["threshold"], -2.5 - 0.125)
     assert variants["A"]["episodes_to_threshold"] == 30
     assert variants["B"]["episodes_to_threshold"] is None  # B's best mean is -3.4
+
+
+def test_episodes_to_tip_tolerance_counts_only_a_lasting_arrival():
+    # Seed-mean tip distances 0.05, 0.015, 0.03, 0.018, 0.01: the first dip below 2 cm (at
+    # episode 20) does not last; from episode 40 on the mean stays below, so 40 is the answer.
+    results = []
+    for seed, tips in enumerate(([0.06, 0.01, 0.04, 0.016, 0.01], [0.04, 0.02, 0.02, 0.02, 0.01])):
+        run = _run("A", seed, [-5.0, -4.0, -3.0, -2.5, -2.4])
+        run["eval_curve"]["tip_distance"] = tips
+        results.append(run)
+    variants = aggregate(results)
+    assert np.allclose(variants["A"]["mean_eval_tip_distance_m"], [0.05, 0.015, 0.03, 0.018, 0.01])
+    assert variants["A"]["episodes_to_tip_tolerance"] == 40
+    # Without tip distances (Gymnasium tasks) there is no such episode.
+    assert aggregate([_run("B", 0, [-3.0, -2.0])])["B"]["episodes_to_tip_tolerance"] is None

@@ -494,3 +494,23 @@ def test_launcher_real_arm_defaults(tmp_path, argv, mode, reset_mode):
     policy = _launcher_graph(tmp_path, argv)["naf_policy"]
     assert policy["mode"] == mode
     assert policy.get("reset_mode") == reset_mode
+
+
+def test_launcher_splits_the_graph_between_an_arm_host_and_a_learner_host(tmp_path):
+    """``--skip`` leaves any node out, the policy included (a learner host runs no policy,
+    which would otherwise drive the other host's arm over the network), and
+    ``--discovery-range SUBNET`` reaches every node's environment."""
+
+    def labels(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+        args = launcher.build_parser().parse_args(["--run-dir", str(tmp_path), *argv])
+        launch = launcher.Launch(args)
+        return [c.label for c in launch.children], launch.env
+
+    learner_host, env = labels(
+        ["--skip", "sim_bridge", "--skip", "naf_policy", "--discovery-range", "SUBNET"]
+    )
+    assert "naf_policy" not in learner_host and "learner" in learner_host
+    assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "SUBNET"
+    arm_host, env = labels(["--skip", "learner", "--skip", "dynamics_fitter"])
+    assert arm_host[:2] == ["sim_bridge", "naf_policy"] and "learner" not in arm_host
+    assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from naf_ros.bench.common import (
     REACHER_FIXED,
@@ -32,6 +33,10 @@ from naf_ros.config import config_from_dict
 from naf_ros.core.trainer import Trainer
 
 REACHER_RANDOM = "NafRos/Reacher3DOF-v0"
+ARM7_FIXED = "NafRos/Arm7ReachFixed-v0"
+ARM7_RANDOM = "NafRos/Arm7Reach-v0"
+RANDOM_TARGET_ENVS = (REACHER_RANDOM, ARM7_RANDOM)
+DEFAULT_NAF_ENVS = ("Reacher-v5", REACHER_FIXED, REACHER_RANDOM)
 
 
 class ConstantPolicy:
@@ -44,9 +49,13 @@ class ConstantPolicy:
         return self.action.copy()
 
 
-def target_blind_baselines(config: dict, levels=(-1.0, -0.5, 0.0, 0.5, 1.0)) -> dict:
-    """Zero and the best constant action (a grid of ``levels`` per joint) scored on the
-    evaluation episodes of ``config`` (same seeds: same start states and targets).
+def target_blind_baselines(
+    config: dict, levels=(-1.0, -0.5, 0.0, 0.5, 1.0), max_actions: int = 256
+) -> dict:
+    """Zero and the best constant action (a grid of ``levels`` per joint; for arms where the
+    grid exceeds ``max_actions``, zero plus that many grid points drawn with a fixed seed)
+    scored on the evaluation episodes of ``config`` (same seeds: same start states and
+    targets).
 
     Why: on the random-target reacher every policy that ignores the target ends far from
     most targets; a learned policy has learned something only if it beats these clearly
@@ -56,7 +65,12 @@ def target_blind_baselines(config: dict, levels=(-1.0, -0.5, 0.0, 0.5, 1.0)) -> 
     act_dim = probe.act_dim
     scores = {}
     try:
-        for action in itertools.product(levels, repeat=act_dim):
+        if len(levels) ** act_dim <= max_actions:
+            actions = list(itertools.product(levels, repeat=act_dim))
+        else:
+            draw = np.random.default_rng(0).choice(levels, size=(max_actions - 1, act_dim))
+            actions = [(0.0,) * act_dim, *(tuple(float(x) for x in a) for a in draw)]
+        for action in actions:
             probe.agent = ConstantPolicy(action)
             scores[action] = probe.evaluate()
     finally:
@@ -87,8 +101,15 @@ def bench_naf(args) -> dict:
             "train": {"episodes": args.episodes, "eval_every": 10},
         },
     }
-    if args.envs:
-        envs = {k: v for k, v in envs.items() if k in args.envs}
+    # The 7-DOF arm in 3D (issue #12): only when named, so the default suite stays as it was.
+    envs[ARM7_FIXED] = {"env": {"id": ARM7_FIXED}, "train": {"episodes": args.episodes}}
+    envs[ARM7_RANDOM] = {"env": {"id": ARM7_RANDOM}, "train": {"episodes": args.episodes}}
+    for base in envs.values():
+        base["train"].setdefault("eval_every", 10)
+        if args.eval_every:
+            base["train"]["eval_every"] = args.eval_every
+        base["train"]["eval_episodes"] = args.eval_episodes or 5
+    envs = {k: v for k, v in envs.items() if k in (args.envs or DEFAULT_NAF_ENVS)}
     payload: dict = {"suite": "naf", "envs": {}}
     for env_id, base in envs.items():
         jobs = []
@@ -102,7 +123,7 @@ def bench_naf(args) -> dict:
                 "env": base["env"],
                 "agent": agent,
                 "exploration": {"kind": args.exploration, "scale": args.noise},
-                "train": {**base["train"], "seed": seed, "eval_episodes": 5, "progress": False},
+                "train": {**base["train"], "seed": seed, "progress": False},
             }
             jobs.append(
                 {
@@ -114,7 +135,7 @@ def bench_naf(args) -> dict:
         results = run_jobs(jobs, args.workers)
         payload["envs"][env_id] = aggregate(results)
         print_table(env_id, payload["envs"][env_id])
-        if env_id == REACHER_RANDOM:
+        if env_id in RANDOM_TARGET_ENVS:
             payload.setdefault("target_blind", {})[env_id] = blind = {
                 job["config"]["train"]["seed"]: target_blind_baselines(job["config"])
                 for job in jobs
@@ -217,21 +238,22 @@ def bench_model_based(args) -> dict:
         imagination["imagination_capacity"] = args.imagination_capacity
     if args.linear_state is not None:
         imagination["linear_state"] = args.linear_state
+    env_kwargs = {} if args.env_kwargs is None else {"kwargs": args.env_kwargs}
     for label in variants:
         mb = dict(MODEL_BASED_VARIANTS[label])
         if mb.get("enabled"):
             mb.update(imagination)
         for seed in range(args.seeds):
             cfg = {
-                "env": {"id": REACHER_FIXED},
+                "env": {"id": args.env, **env_kwargs},
                 "agent": {"hidden": args.hidden, **warmup},
                 "exploration": {"kind": args.exploration, "scale": args.noise},
                 "model_based": mb,
                 "train": {
                     "episodes": args.episodes,
-                    "eval_every": 5,
+                    "eval_every": args.eval_every or 5,
                     "seed": seed,
-                    "eval_episodes": 3,
+                    "eval_episodes": args.eval_episodes or 3,
                     "progress": False,
                 },
             }
@@ -250,10 +272,10 @@ def bench_model_based(args) -> dict:
     mark_threshold(variants_out)
     payload = {
         "suite": "model_based",
-        "envs": {REACHER_FIXED: variants_out},
+        "envs": {args.env: variants_out},
         "threshold_rule": "within 5% of the best seed-averaged evaluation return",
     }
-    print_table(REACHER_FIXED, variants_out)
+    print_table(args.env, variants_out)
     return finish("model_based", args.out, payload, "Model-based acceleration")
 
 
@@ -461,8 +483,27 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--envs",
         nargs="*",
-        choices=["Reacher-v5", REACHER_FIXED, REACHER_RANDOM],
-        help="naf suite: which environments (default all)",
+        choices=[*DEFAULT_NAF_ENVS, ARM7_FIXED, ARM7_RANDOM],
+        help=f"naf suite: which environments (default {' '.join(DEFAULT_NAF_ENVS)})",
+    )
+    parser.add_argument(
+        "--env",
+        default=REACHER_FIXED,
+        choices=[REACHER_FIXED, ARM7_FIXED],
+        help="model-based: the fixed-target task",
+    )
+    parser.add_argument(
+        "--env-kwargs",
+        type=yaml.safe_load,
+        default=None,
+        help="model-based: env.kwargs as YAML, e.g. '{command_interface: velocity}'",
+    )
+    parser.add_argument("--eval-every", type=int, default=None, help="episodes between evaluations")
+    parser.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=None,
+        help="evaluation episodes (default: naf 5, model-based 3)",
     )
     parser.add_argument("--variants", nargs="*", choices=list(MODEL_BASED_VARIANTS))
     parser.add_argument("--workers", type=int, default=2)

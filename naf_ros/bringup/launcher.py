@@ -9,12 +9,15 @@ one experience recorder per arm. ``--respawn`` restarts a node that dies (up to
 It prints one line per finished episode from
 ``/naf/metrics/*``, stops when every policy has finished its episodes (or on Ctrl-C: SIGINT
 to the policies first so their zero-effort command reaches the bridges, then to the rest,
-SIGKILL for stragglers) and exits 0 on a clean finish. ``--skip sim_bridge`` is a real arm:
+SIGKILL for stragglers) and exits 0 on a clean finish; a graph without policies (a learner
+host, ``--skip naf_policy``) runs until it is stopped. ``--skip sim_bridge`` is a real arm:
 the policy then resets by homing (nobody serves ``sim/reset``) and the graph runs realtime,
 unless ``--reset-mode`` / ``--mode`` say otherwise.
 
 DDS traffic stays on this machine: ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` for every
-process, the launcher's own included.
+process, the launcher's own included, unless ``--discovery-range SUBNET`` lets the nodes
+find peers on the local network (e.g. the arms here, ``--skip learner``, and the learner on
+another host, same ``--domain-id``).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from naf_ros.bringup.params import (
     read_params_file,
     write_override_file,
 )
-from naf_ros.bringup.proc_group import PACKAGE_ROOT, ros_child_env
+from naf_ros.bringup.proc_group import DISCOVERY_RANGES, PACKAGE_ROOT, ros_child_env
 from naf_ros.bringup.progress import Progress
 from naf_ros.config import ConfigError
 from naf_ros.envs.configured import ROBOT_DESCRIPTION, arm_kwargs
@@ -91,9 +94,9 @@ class Child:
             self.log = None
 
 
-def child_env(domain_id: int | None) -> dict[str, str]:
-    """Environment of every node: loopback-only discovery, this package importable."""
-    return ros_child_env(domain_id)
+def child_env(domain_id: int | None, discovery_range: str = "LOCALHOST") -> dict[str, str]:
+    """Environment of every node: loopback-only discovery unless told, package importable."""
+    return ros_child_env(domain_id, discovery_range)
 
 
 def node_available(node: str) -> bool:
@@ -181,7 +184,8 @@ def build_children(
             arm["controller_name"] = args.controller_name
         if "sim_bridge" not in args.skip:
             children.append(make("sim_bridge", ns, {**arm, "publish_clock": i == 0}))
-        children.append(make("naf_policy", ns, {**arm, **policy_extra}))
+        if "naf_policy" not in args.skip:
+            children.append(make("naf_policy", ns, {**arm, **policy_extra}))
         if record and "bag_recorder" not in args.skip:
             children.append(make("bag_recorder", ns, arm))
     for node in ("learner", "dynamics_fitter", "ilqg_explorer"):
@@ -229,6 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--run-dir", type=Path, default=None, help="logs, progress.csv, learner output")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for the graph")
+    p.add_argument(
+        "--discovery-range",
+        choices=DISCOVERY_RANGES,
+        default="LOCALHOST",
+        help="ROS_AUTOMATIC_DISCOVERY_RANGE of every node: LOCALHOST (default) or SUBNET "
+        "(nodes on other hosts of the local network, e.g. a learner elsewhere)",
+    )
     p.add_argument(
         "--set",
         "-s",
@@ -324,7 +335,7 @@ class Launch:
         self.domain_id = args.domain_id
         if self.domain_id is None and os.environ.get("ROS_DOMAIN_ID"):
             self.domain_id = int(os.environ["ROS_DOMAIN_ID"])
-        self.env = child_env(self.domain_id)
+        self.env = child_env(self.domain_id, args.discovery_range)
         self.children = build_children(
             args, params_file, self.log_dir, node_overrides, record=bool(self.cfg.bag.record)
         )
@@ -337,7 +348,7 @@ class Launch:
         self.stop.set()
 
     def run(self) -> int:
-        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = self.args.discovery_range
         os.environ.pop("ROS_STATIC_PEERS", None)
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         progress = None
@@ -384,7 +395,8 @@ class Launch:
                         print(
                             f"naf-ros launch: {child.label} exited with {code}\n{tail}", flush=True
                         )
-                if all(c.finished for c in policies):
+                # Without policies (a learner host: --skip naf_policy) run until stopped.
+                if policies and all(c.finished for c in policies):
                     break
                 if failed and not self.args.respawn:
                     break

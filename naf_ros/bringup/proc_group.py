@@ -18,11 +18,19 @@ from pathlib import Path
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
-def ros_child_env(domain_id: int | None) -> dict[str, str]:
-    """This environment with loopback-only discovery (no static peers), on ``domain_id``
-    unless None, with this package importable and single-threaded BLAS."""
+# ROS_AUTOMATIC_DISCOVERY_RANGE values a graph may use: this machine only (the default), or
+# the local network too (the learner on another host; peers on the same subnet).
+DISCOVERY_RANGES = ("LOCALHOST", "SUBNET")
+
+
+def ros_child_env(domain_id: int | None, discovery_range: str = "LOCALHOST") -> dict[str, str]:
+    """This environment with ``discovery_range`` discovery (loopback-only unless told; no
+    static peers), on ``domain_id`` unless None, with this package importable and
+    single-threaded BLAS."""
+    if discovery_range not in DISCOVERY_RANGES:
+        raise ValueError(f"discovery range {discovery_range!r} is not one of {DISCOVERY_RANGES}")
     env = dict(os.environ)
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = discovery_range
     env.pop("ROS_STATIC_PEERS", None)
     if domain_id is not None:
         env["ROS_DOMAIN_ID"] = str(domain_id)

@@ -75,6 +75,24 @@ class UpdateRatio:
                     tot[0] += k
                     tot[2] += target * k
 
+    def run_totals(self, pending: dict[int, int] | None = None) -> dict[int, tuple[float, float]]:
+        """Per account, (updates per transition, mean target) over the whole run so far.
+
+        Unlike :meth:`take`'s windows this figure moves while no transition comes in (the
+        learner's updates then go to the last producers), which is what a realtime policy
+        waiting for the learner to catch up must see (:mod:`naf_ros.core.catch_up`).
+        ``pending``: transitions per producer added but not yet recorded (no update yet);
+        they count, or a figure published between adding and learning would be too high.
+        """
+        pending = pending or {}
+        with self._lock:
+            out = {}
+            for key, tot in self._totals.items():
+                extra = sum(pending.values()) if key == self.ALL else pending.get(key, 0)
+                if tot[0] > 0:
+                    out[key] = (tot[1] / (tot[0] + extra), tot[2] / tot[0])
+            return out
+
     def take(self) -> tuple[dict[int, float], float | None]:
         """Updates per transition since each account's last report that had transitions
         (an account without new transitions keeps accruing), and the mean target for the

@@ -1,4 +1,4 @@
-"""The safety envelope between whatever computes an effort (policy, iLQG, a human) and the arm.
+"""The safety envelope between whatever computes a command (policy, iLQG, a human) and the arm.
 
 A learning policy will, sooner or later, output NaN, a huge number or a torque that drives a
 joint into its end stop; a ForwardCommandController holds its last command forever if commands
@@ -17,6 +17,22 @@ a restoring effort, so later rules never undo earlier ones):
 5. at or past the velocity limit -> no effort that accelerates further in the direction of
    motion;
 6. clip to the effort limit.
+
+That is the ``effort`` interface. A ForwardCommandController may claim ``velocity`` or
+``position`` instead; the same rules then read (restoring gain in 1/s for velocity):
+
+- velocity: 1. -> zero velocity; 2./3. -> zero for that joint; 4. at or past a soft limit no
+  outward velocity (with a restoring gain: ``min(gain * overshoot, velocity limit)`` back
+  inside); 5./6. clip to the velocity limit.
+- position: 1. -> HOLD: the measured position, latched when the hold begins (zero would be
+  a target at 0 rad, and re-reading the position every tick lets a sagging arm creep);
+  2. -> hold that joint at its measured position; 3. -> that joint's last safe target (its
+  position is unknown, so nothing relative to it can be checked; a joint never commanded
+  before gets 0 clipped into its soft limits - the nodes never get there, their plausibility
+  check refuses a non-finite state before anything is commanded); 4. clip the target into
+  [soft_lower, soft_upper]; 5. clip ``|target - q|`` to ``velocity limit * control_dt``, so
+  the arm is never asked to move faster than its limit. Rule 5 moves the target towards
+  ``q``, so a target past a soft limit only ever lies between the arm and the limit.
 """
 
 from __future__ import annotations
@@ -27,6 +43,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+# The command interfaces of a ros2_control ForwardCommandController this envelope guards.
+EFFORT, VELOCITY, POSITION = "effort", "velocity", "position"
+INTERFACES = (EFFORT, VELOCITY, POSITION)
 
 # Reasons a filter call changed (or zeroed) the command; also the keys of the counters.
 ESTOP = "estop"
@@ -50,6 +70,13 @@ REASONS = (
 
 PER_JOINT_KEYS = ("effort", "soft_lower", "soft_upper", "velocity", "restoring_gain")
 SCALAR_KEYS = ("command_timeout",)
+
+
+def check_interface(interface: str) -> str:
+    """The interface name, or a one-line ValueError listing the valid ones."""
+    if interface not in INTERFACES:
+        raise ValueError(f"command_interface: {interface!r} is not one of {', '.join(INTERFACES)}")
+    return interface
 
 
 def _as_joint_array(values: Any, n: int) -> np.ndarray:
@@ -250,12 +277,29 @@ class SafetyEnvelope:
 
     Usage: call :meth:`command_received` when a new command arrives, then :meth:`filter` on
     every control tick with the latest command and joint state. ``now`` is seconds on one
-    clock (sim time or monotonic), the same for both calls.
+    clock (sim time or monotonic), the same for both calls. ``interface`` is the command's
+    kind (module docstring); velocity and position need finite velocity limits, position
+    also the ``control_dt`` (s) a target has to be reached in.
     """
 
-    def __init__(self, limits: SafetyLimits) -> None:
+    def __init__(
+        self, limits: SafetyLimits, interface: str = EFFORT, control_dt: float | None = None
+    ) -> None:
         self.limits = limits
         self.n = limits.n_joints
+        self.interface = check_interface(interface)
+        if interface != EFFORT and not np.isfinite(limits.velocity).all():
+            raise ValueError(
+                f"safety.velocity: the {interface} interface needs a finite velocity limit per "
+                f"joint, got {limits.velocity.tolist()}"
+            )
+        self.max_step: np.ndarray | None = None
+        if interface == POSITION:
+            if control_dt is None or not (math.isfinite(control_dt) and control_dt > 0):
+                raise ValueError(f"control_dt: {control_dt!r} must be finite and > 0")
+            self.max_step = limits.velocity * float(control_dt)
+        self._hold: np.ndarray | None = None  # position: the latched hold target
+        self._last_target: np.ndarray | None = None  # position: the last safe target
         self._estop = False
         self._estop_reason = ""
         self._last_command: float | None = None
@@ -263,6 +307,11 @@ class SafetyEnvelope:
         self.calls = 0
 
     # --- latch and watchdog ----------------------------------------------------------------
+    @property
+    def holding(self) -> bool:
+        """Position: a hold is latched (an e-stop, watchdog or malformed command began it)."""
+        return self._hold is not None
+
     @property
     def estopped(self) -> bool:
         return self._estop
@@ -272,7 +321,8 @@ class SafetyEnvelope:
         return self._estop_reason
 
     def engage_estop(self, reason: str = "requested") -> None:
-        """Latch zero effort. Only :meth:`release_estop` clears it - no timeout, no command."""
+        """Latch zero effort (zero velocity, a position hold). Only :meth:`release_estop`
+        clears it - no timeout, no command."""
         if not self._estop:
             self._estop_reason = str(reason)
         self._estop = True
@@ -305,32 +355,40 @@ class SafetyEnvelope:
 
     # --- the filter --------------------------------------------------------------------------
     def filter(
-        self, effort: Any, q: Any, qd: Any, now: float
+        self, command: Any, q: Any, qd: Any, now: float
     ) -> tuple[np.ndarray, tuple[str, ...]]:
-        """Return ``(safe_effort, reasons)``; never raises, always ``n`` finite values.
+        """Return ``(safe_command, reasons)``; never raises, always ``n`` finite values.
 
         ``reasons`` names every rule that changed the command (empty when it passed as is).
         """
         self.calls += 1
-        zero = np.zeros(self.n)
         try:
             now = float(now)
         except (TypeError, ValueError, OverflowError):
             now = math.nan
         if self._estop:
-            return self._count(zero, (ESTOP,))
+            return self._count(self._rest(q), (ESTOP,))
         if self.watchdog_expired(now):
-            return self._count(zero, (WATCHDOG,))
+            return self._count(self._rest(q), (WATCHDOG,))
         arrays = []
-        for value in (effort, q, qd):
+        for value in (command, q, qd):
             try:
                 arr = np.array(value, dtype=np.float64).reshape(-1)
             except (TypeError, ValueError, OverflowError):
-                return self._count(zero, (BAD_INPUT,))
+                return self._count(self._rest(q), (BAD_INPUT,))
             if arr.shape != (self.n,):
-                return self._count(zero, (BAD_INPUT,))
+                return self._count(self._rest(q), (BAD_INPUT,))
             arrays.append(arr)
-        e, q, qd = arrays
+        if self.interface == EFFORT:
+            return self._filter_effort(*arrays)
+        self._hold = None
+        if self.interface == VELOCITY:
+            return self._filter_velocity(*arrays)
+        return self._filter_position(*arrays)
+
+    def _filter_effort(
+        self, e: np.ndarray, q: np.ndarray, qd: np.ndarray
+    ) -> tuple[np.ndarray, tuple[str, ...]]:
         lim = self.limits
         # The common case in one pass (it runs in the realtime path): a finite command within
         # its effort limit, from a finite state strictly inside every limit, passes as is.
@@ -344,36 +402,10 @@ class SafetyEnvelope:
         if nominal.all():
             return e, ()
         reasons: list[str] = []
-
-        bad = ~np.isfinite(e)
-        if bad.any():
-            e[bad] = 0.0
-            reasons.append(NONFINITE_COMMAND)
-        bad = ~(np.isfinite(q) & np.isfinite(qd))
-        if bad.any() and (e[bad] != 0).any():
-            reasons.append(INVALID_STATE)
-        e[bad] = 0.0
-        q = np.where(bad, 0.0, q)  # placeholders; those joints are already zero
-        qd = np.where(bad, 0.0, qd)
+        e, q, qd, bad = self._finite(e, q, qd, reasons)
 
         # Soft position limits: never push further out; optionally push back in.
-        over = (q >= lim.soft_upper) & ~bad
-        under = (q <= lim.soft_lower) & ~bad
-        outward = (over & (e > 0)) | (under & (e < 0))
-        restore = lim.restoring_gain > 0
-        replace = (over | under) & restore
-        new = e.copy()
-        new[outward] = 0.0
-        if replace.any():
-            with np.errstate(invalid="ignore", over="ignore"):
-                depth = np.where(over, q - lim.soft_upper, lim.soft_lower - q)
-                push = np.minimum(lim.restoring_gain * depth, lim.effort)
-            push = np.where(np.isfinite(push), push, 0.0)
-            inward = np.where(over, -push, push)
-            new[outward & replace] = inward[outward & replace]
-        if (new != e).any():
-            reasons.append(POSITION_LIMIT)
-        e = new
+        e = self._soft_limits(e, q, bad, lim.effort, reasons)
 
         # Velocity limit: at or beyond it, nothing that accelerates further along the motion.
         fast_pos = qd >= lim.velocity
@@ -388,14 +420,127 @@ class SafetyEnvelope:
             reasons.append(EFFORT_LIMIT)
         return self._count(clipped, tuple(reasons))
 
-    def _count(self, effort: np.ndarray, reasons: tuple[str, ...]) -> tuple[np.ndarray, tuple]:
+    def _finite(
+        self, c: np.ndarray, q: np.ndarray, qd: np.ndarray, reasons: list[str]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Rules 2 and 3 for effort and velocity: zero for a non-finite entry or state."""
+        bad = ~np.isfinite(c)
+        if bad.any():
+            c[bad] = 0.0
+            reasons.append(NONFINITE_COMMAND)
+        bad = ~(np.isfinite(q) & np.isfinite(qd))
+        if bad.any() and (c[bad] != 0).any():
+            reasons.append(INVALID_STATE)
+        c[bad] = 0.0
+        q = np.where(bad, 0.0, q)  # placeholders; those joints are already zero
+        qd = np.where(bad, 0.0, qd)
+        return c, q, qd, bad
+
+    def _soft_limits(
+        self, c: np.ndarray, q: np.ndarray, bad: np.ndarray, cap: np.ndarray, reasons: list[str]
+    ) -> np.ndarray:
+        """Rule 4 for effort and velocity: nothing outwards at or past a soft limit; with a
+        restoring gain, ``min(gain * overshoot, cap)`` back inside instead."""
+        lim = self.limits
+        over = (q >= lim.soft_upper) & ~bad
+        under = (q <= lim.soft_lower) & ~bad
+        outward = (over & (c > 0)) | (under & (c < 0))
+        restore = lim.restoring_gain > 0
+        replace = (over | under) & restore
+        new = c.copy()
+        new[outward] = 0.0
+        if replace.any():
+            with np.errstate(invalid="ignore", over="ignore"):
+                depth = np.where(over, q - lim.soft_upper, lim.soft_lower - q)
+                push = np.minimum(lim.restoring_gain * depth, cap)
+            push = np.where(np.isfinite(push), push, 0.0)
+            inward = np.where(over, -push, push)
+            new[outward & replace] = inward[outward & replace]
+        if (new != c).any():
+            reasons.append(POSITION_LIMIT)
+        return new
+
+    def _filter_velocity(
+        self, v: np.ndarray, q: np.ndarray, qd: np.ndarray
+    ) -> tuple[np.ndarray, tuple[str, ...]]:
+        lim = self.limits
+        nominal = (np.abs(v) <= lim.velocity) & (q > lim.soft_lower) & (q < lim.soft_upper)
+        if nominal.all() and np.isfinite(qd).all():
+            return v, ()
+        reasons: list[str] = []
+        v, q, qd, bad = self._finite(v, q, qd, reasons)
+        v = self._soft_limits(v, q, bad, lim.velocity, reasons)
+        clipped = np.clip(v, -lim.velocity, lim.velocity)
+        if (clipped != v).any():
+            reasons.append(VELOCITY_LIMIT)
+        return self._count(clipped, tuple(reasons))
+
+    def _filter_position(
+        self, target: np.ndarray, q: np.ndarray, qd: np.ndarray
+    ) -> tuple[np.ndarray, tuple[str, ...]]:
+        lim, step = self.limits, self.max_step
+        reasons: list[str] = []
+        bad = ~np.isfinite(target)
+        if bad.any():
+            target[bad] = q[bad]  # hold that joint (a non-finite q is rule 3's)
+            reasons.append(NONFINITE_COMMAND)
+        invalid = ~(np.isfinite(q) & np.isfinite(qd))
+        if invalid.any():
+            fallback = self._unknown_state_target()
+            if (target[invalid] != fallback[invalid]).any():
+                reasons.append(INVALID_STATE)
+            target[invalid] = fallback[invalid]
+        qv = np.where(invalid, target, q)  # the invalid joints are settled; skip them below
+        inside = np.clip(target, lim.soft_lower, lim.soft_upper)
+        inside[invalid] = target[invalid]
+        if (inside != target).any():
+            reasons.append(POSITION_LIMIT)
+        with np.errstate(invalid="ignore", over="ignore"):
+            stepped = np.clip(inside, qv - step, qv + step)
+        stepped = np.where(np.isfinite(stepped), stepped, inside)
+        if (stepped != inside).any():
+            reasons.append(VELOCITY_LIMIT)
+        self._last_target = stepped.copy()
+        return self._count(stepped, tuple(reasons))
+
+    def _unknown_state_target(self) -> np.ndarray:
+        """Targets for joints whose position is unknown: the last safe one, else 0 clipped
+        into the soft limits (see the module docstring)."""
+        if self._last_target is not None:
+            return self._last_target.copy()
+        return np.clip(np.zeros(self.n), self.limits.soft_lower, self.limits.soft_upper)
+
+    def _rest(self, q: Any) -> np.ndarray:
+        """Rule 1's command: zero effort/velocity, or the latched position hold."""
+        if self.interface != POSITION:
+            return np.zeros(self.n)
+        if self._hold is None:
+            self._hold = self.rest(q)
+            self._last_target = self._hold.copy()
+        return self._hold.copy()
+
+    def rest(self, q: Any = None) -> np.ndarray:
+        """The command that asks for no motion at joint positions ``q`` (for deactivate,
+        shutdown, the end of an episode): zero effort or velocity; for position the hold
+        while one is latched, else ``q`` where it is finite and the last safe target (else
+        0 clipped into the soft limits) where not."""
+        if self.interface != POSITION:
+            return np.zeros(self.n)
+        if self._hold is not None:
+            return self._hold.copy()
+        fallback = self._unknown_state_target()
+        try:
+            arr = np.array(q, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError, OverflowError):
+            return fallback
+        if arr.shape != (self.n,):
+            return fallback
+        return np.where(np.isfinite(arr), arr, fallback)
+
+    def _count(self, command: np.ndarray, reasons: tuple[str, ...]) -> tuple[np.ndarray, tuple]:
         for r in reasons:
             self.counters[r] += 1
-        return effort, reasons
-
-    def zero(self) -> np.ndarray:
-        """The command to send on deactivate/shutdown (the controller holds the last one)."""
-        return np.zeros(self.n)
+        return command, reasons
 
     def diagnostics(self) -> dict[str, Any]:
         """Flat key/values for a ``/diagnostics`` status."""

@@ -28,6 +28,7 @@ class TrueSimModel:
             )
         self.task = self.env.task
         self.sim = self.env.sim
+        self.command = self.env.command
 
     def predict(self, t, x: np.ndarray, u: np.ndarray) -> np.ndarray:
         x = np.atleast_2d(x)
@@ -36,7 +37,7 @@ class TrueSimModel:
         for i in range(len(x)):
             q, qd, target = self.task.joint_state_from_observation(x[i])
             self.sim.reset(q, qd, target)
-            self.sim.set_effort(self.task.effort_from_action(u[i]))
+            self.sim.set_command(self.command.command(u[i], q))
             self.sim.step()
             out[i] = self.task.observation(
                 self.sim.joint_positions(), self.sim.joint_velocities(), self.sim.target

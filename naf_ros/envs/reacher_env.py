@@ -14,7 +14,9 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from naf_ros.envs.arm import ArmModel, LimitSpec, asset_path
+from naf_ros.core.safety import EFFORT
+from naf_ros.envs.arm import DEFAULT_TIP_SITE, ArmModel, LimitSpec, asset_path
+from naf_ros.envs.command import ArmCommand
 from naf_ros.envs.sim import ArmSim
 from naf_ros.envs.task import ReacherTask, ReachTask, TargetBox
 
@@ -44,7 +46,14 @@ def _home_from_keyframe(arm: ArmModel) -> np.ndarray | None:
 
 
 class ArmReachEnv(gym.Env):
-    """Reach a target with the tip of any serial arm; actions are normalised efforts in [-1, 1]^n.
+    """Reach a target with the tip of any serial arm; actions are normalised in [-1, 1]^n.
+
+    ``command_interface`` (``effort``/``velocity``/``position``) is what an action commands
+    (:class:`~naf_ros.envs.command.ArmCommand`: a full action is the effort limit, the
+    velocity limit, or a target that far one period ahead) and how the sim is driven;
+    ``gravity_compensation`` (effort only; None: where the model has gravity) adds the
+    model's gravity torque to every effort command. Velocity and position need velocity
+    limits (the description's, else ``velocity``).
 
     ``model`` is a path or an XML string (MJCF or URDF; default: the shipped 7-DOF arm) and
     ``tip``/``tip_offset``/``base``/``joints``/``effort``/``velocity`` go to
@@ -74,6 +83,7 @@ class ArmReachEnv(gym.Env):
         init_qvel_noise: float = 0.005,
         ctrl_cost_weight: float = 0.02,
         gravity_compensation: bool | None = None,
+        command_interface: str = EFFORT,
     ) -> None:
         kwargs = dict(model=model, tip=tip, tip_offset=tip_offset, base=base, joints=joints)
         kwargs.update(effort=effort, velocity=velocity)
@@ -81,6 +91,7 @@ class ArmReachEnv(gym.Env):
         self._setup(
             ReachTask(arm, ctrl_cost_weight=ctrl_cost_weight),
             control_dt,
+            command_interface,
             gravity_compensation,
             fixed_target,
             init_qpos_noise,
@@ -98,13 +109,17 @@ class ArmReachEnv(gym.Env):
         self,
         task: ReachTask,
         control_dt: float,
+        command_interface: str,
         gravity_compensation: bool | None,
         fixed_target: Sequence[float] | None,
         init_qpos_noise: float,
         init_qvel_noise: float,
     ) -> None:
         self.task = task
-        self.sim = ArmSim(task.arm, control_dt, task.dims, gravity_compensation)
+        self.sim = ArmSim(task.arm, control_dt, task.dims, command_interface)
+        self.command = ArmCommand(
+            task.arm, command_interface, self.sim.control_dt, gravity_compensation
+        )
         self.fixed_target = None if fixed_target is None else np.asarray(fixed_target, float)
         if self.fixed_target is not None and self.fixed_target.shape != (task.dims,):
             raise ValueError(f"fixed_target: {fixed_target!r} is not {task.dims} coordinates")
@@ -146,7 +161,7 @@ class ArmReachEnv(gym.Env):
     def step(self, action):
         action = np.clip(np.asarray(action, dtype=float), -1.0, 1.0)
         reward = float(self.task.reward(self._obs, action))
-        self.sim.set_effort(self.task.effort_from_action(action))
+        self.sim.set_command(self.command.command(action, self.sim.joint_positions()))
         self.sim.step()
         self._obs = self._observe()
         info = {"tip_distance": float(self.task.tip_distance(self._obs))}
@@ -163,7 +178,9 @@ class ArmReachEnv(gym.Env):
 
 class Reacher3DOFEnv(ArmReachEnv):
     """The paper's 3-DOF planar reacher (:class:`ReacherTask`): targets in the xy-plane, drawn
-    uniformly in angle and radius within the arm's reach; episodes start around zero."""
+    uniformly in angle and radius within the arm's reach; episodes start around zero.
+    ``velocity`` gives the joints velocity limits (rad/s; the MJCF has none), which the
+    velocity and position ``command_interface`` need."""
 
     def __init__(
         self,
@@ -173,9 +190,16 @@ class Reacher3DOFEnv(ArmReachEnv):
         init_qvel_noise: float = 0.005,
         ctrl_cost_weight: float = 0.02,
         model_path: str | None = None,
+        command_interface: str = EFFORT,
+        velocity: LimitSpec = None,
     ) -> None:
-        task = ReacherTask(ArmModel.from_mjcf(model_path), ctrl_cost_weight=ctrl_cost_weight)
-        self._setup(task, control_dt, None, fixed_target, init_qpos_noise, init_qvel_noise)
+        path = model_path if model_path is not None else asset_path("reacher3dof.xml")
+        arm = ArmModel.from_file(path, tip=DEFAULT_TIP_SITE, velocity=velocity)
+        task = ReacherTask(arm, ctrl_cost_weight=ctrl_cost_weight)
+        self._setup(
+            task, control_dt, command_interface, None, fixed_target, init_qpos_noise,
+            init_qvel_noise,
+        )  # fmt: skip
         self.target_box = None
         self.home = np.zeros(task.n_joints)
 

@@ -157,15 +157,6 @@ class ReachTask:
         r_ux = np.zeros((nu, nx))
         return r, r_x, r_u, r_xx, r_uu, r_ux
 
-    # --- actions ---------------------------------------------------------------------------
-    def effort_from_action(self, action: np.ndarray) -> np.ndarray:
-        """Normalised action in [-1, 1] -> joint effort (N·m or N), clipped to the limits."""
-        a = np.clip(np.asarray(action, dtype=float), -1.0, 1.0)
-        return a * self.arm.effort_limits
-
-    def action_from_effort(self, effort: np.ndarray) -> np.ndarray:
-        return np.clip(np.asarray(effort, dtype=float) / self.arm.effort_limits, -1.0, 1.0)
-
 
 class ReacherTask(ReachTask):
     """The paper's planar reacher: :class:`ReachTask` in the base's xy-plane.

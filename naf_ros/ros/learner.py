@@ -380,6 +380,9 @@ class LearnerNode(Node):
                 self._producer_ratio_pubs[producer] = pub
             publish_scalar(pub, ratio)
             v[f"updates_per_transition_producer_{producer}"] = round(ratio, 3)
+        for producer, (ratio, _) in self.update_ratio.run_totals().items():
+            key = "" if producer == UpdateRatio.ALL else f"_producer_{producer}"
+            v[f"updates_per_transition_run{key}"] = round(ratio, 3)
         if target is None:
             return
         v["updates_per_transition_target"] = round(target, 3)
@@ -520,12 +523,18 @@ class LearnerNode(Node):
         periodic = self.checkpoint_every_s > 0
         # Without periodic checkpoints nothing becomes more durable than trained on.
         durable = [self._durable.get(p, -1) if periodic else processed[p] for p in producers]
+        # Updates per transition over the run and its target, per producer (-1: none yet):
+        # what a realtime policy with catch_up_ratio waits for.
+        run = self.update_ratio.run_totals(dict(self._added))
+        no_figure = (-1.0, -1.0)
         msg = pack_arrays(
             {
                 "producers": np.array(producers, dtype=float),
                 "last_seq": np.array([processed[p] for p in producers], dtype=float),
                 "durable_seq": np.array(durable, dtype=float),
                 "last_episode": np.array([last_episode.get(p, -1) for p in producers], float),
+                "run_ratio": np.array([run.get(p, no_figure)[0] for p in producers], float),
+                "run_target": np.array([run.get(p, no_figure)[1] for p in producers], float),
                 "updates": float(self.learner.agent.updates),
                 "transitions": float(self.learner.counters.transitions),
                 "learner_id": self.learner_id,

@@ -32,6 +32,12 @@ DEFAULT_CONTROLLER = "effort_controller"
 RESET_MODES = ("service", "homing")
 
 
+def controller_for(interface: str, name: str = "") -> str:
+    """The controller's name: ``name`` when given, else ``<interface>_controller`` (the
+    ForwardCommandController claiming that command interface, e.g. ``velocity_controller``)."""
+    return name or f"{interface}_controller"
+
+
 def commands_topic(controller: str = DEFAULT_CONTROLLER) -> str:
     """A ForwardCommandController's input, ``<controller>/commands`` (relative)."""
     return f"{controller.strip('/')}/commands"
@@ -39,6 +45,9 @@ def commands_topic(controller: str = DEFAULT_CONTROLLER) -> str:
 
 # --- metrics (std_msgs/Float64 on METRICS_PREFIX + name, for rqt_plot) ----------------------
 POLICY_METRICS = ("episode_return", "tip_distance", "eval_return", "eval_tip_distance")
+# Counters the policy publishes when something happens (not per episode, so not on the
+# launcher's progress lines): training episodes started without the learner caught up.
+POLICY_EVENT_METRICS = ("catch_up_timeouts",)
 LEARNER_METRICS = (
     "q_loss",
     "updates_per_s",

@@ -16,6 +16,11 @@ what ``/diagnostics`` reports as ``applied_effort``). ``estop`` (``std_msgs/Bool
 arm's namespace): ``true`` latches zero effort, ``false`` releases it (then motion resumes
 only with a fresh command); while latched, lockstep commands still step the physics, with
 zero effort.
+
+``arm.command_interface`` picks the controller the bridge stands in for: effort (above),
+velocity (velocity servos; stop and watchdog command zero velocity) or position (position
+servos; stop and watchdog hold the arm where it was when the hold began, never at zero);
+see :mod:`naf_ros.envs.sim`. The default controller is ``<command_interface>_controller``.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from std_srvs.srv import SetBool, Trigger
 from visualization_msgs.msg import Marker
 
 from naf_ros.config import ConfigError
-from naf_ros.core.safety import WATCHDOG, SafetyEnvelope, SafetyLimits
+from naf_ros.core.safety import EFFORT, POSITION, WATCHDOG, SafetyEnvelope, SafetyLimits
 from naf_ros.envs.configured import make_reacher
 from naf_ros.ros import qos
 from naf_ros.ros.description import arm_description
@@ -47,6 +52,7 @@ from naf_ros.ros.names import (
     RESET_SERVICE,
     TARGET_TOPIC,
     commands_topic,
+    controller_for,
 )
 from naf_ros.ros.params import (
     Param,
@@ -67,8 +73,9 @@ BRIDGE_PARAMS: tuple[Param, ...] = (
     Param("mode", "lockstep", str, one_of(*MODES),
           "lockstep: one control period per received command; realtime: wall-clock steps "
           "with the last command"),
-    Param("controller_name", "effort_controller", str, None,
-          "effort ForwardCommandController; commands arrive on <controller_name>/commands"),
+    Param("controller_name", "", str, None,
+          "the ForwardCommandController of arm.command_interface; commands arrive on "
+          "<controller_name>/commands ('': <command_interface>_controller)"),
     Param("command_timeout", 0.5, float, positive(),
           "s without a command after which the watchdog zeroes the effort"),
     Param("arm_index", 0, int, None, "offsets the reset seed, so arms start differently"),
@@ -92,9 +99,11 @@ class SimBridge(LifecycleNode):
 
     def __init__(self, **kwargs) -> None:
         super().__init__("sim_bridge", **kwargs)
-        self.cfg = declare_config(self, ("env", "train", "arm"))
+        self.cfg = declare_config(self, ("env", "train", "arm", "safety"))
         p = declare_params(self, BRIDGE_PARAMS)
-        self.mode, self.controller_name = p.mode, p.controller_name
+        self.interface = self.cfg.arm.command_interface
+        self.mode = p.mode
+        self.controller_name = controller_for(self.interface, p.controller_name)
         self.command_timeout, self.arm_index = p.command_timeout, p.arm_index
         self.target_mode, self.fixed_target = p.target_mode, p.fixed_target
         self.frame_id = p.frame_id
@@ -130,7 +139,11 @@ class SimBridge(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         # The reacher the config names (an arm id: ArmReachEnv with the arm section and, for
         # arm.model robot_description, the URDF from that topic; else the planar reacher).
-        self.env = make_reacher(self.cfg, arm_description(self, self.cfg))
+        # Servo interfaces need velocity limits: safety.velocity where given (else the arm's).
+        speeds = {}
+        if self.interface != EFFORT and self.cfg.safety.velocity is not None:
+            speeds["velocity"] = self.cfg.safety.velocity
+        self.env = make_reacher(self.cfg, arm_description(self, self.cfg), **speeds)
         self.dims = self.env.task.dims
         if self.target_mode == "fixed":
             if len(self.fixed_target) != self.dims:
@@ -149,13 +162,17 @@ class SimBridge(LifecycleNode):
         # The hardware side's own envelope: effort limits, watchdog and e-stop; no soft
         # position limits (the sim has its hard joint ranges, as a real arm has end stops).
         unlimited = [float("inf")] * self.n
+        speeds = {} if self.interface == EFFORT else {"velocity": self.env.command.velocity_limits}
         self.envelope = SafetyEnvelope(
             SafetyLimits.from_arm(
                 self.sim.arm,
                 command_timeout=self.command_timeout,
                 soft_lower=[-x for x in unlimited],
                 soft_upper=unlimited,
-            )
+                **{k: v.tolist() for k, v in speeds.items()},
+            ),
+            self.interface,
+            self.sim.control_dt,
         )
         self.js_pub = self.create_publisher(JointState, JOINT_STATES_TOPIC, qos.JOINT_STATES_PUB)
         self.clock_pub = self.create_publisher(Clock, CLOCK_TOPIC, qos.CLOCK)
@@ -223,7 +240,8 @@ class SimBridge(LifecycleNode):
             self._zero_effort()
 
     def _zero_effort(self) -> None:
-        self.sim.set_effort(np.zeros(self.n))
+        """The interface's rest: zero effort or velocity, or hold where the arm is."""
+        self.sim.set_command(self.envelope.rest(self.sim.joint_positions()))
         self._report_effort()
 
     def safe_stop(self) -> None:
@@ -298,12 +316,12 @@ class SimBridge(LifecycleNode):
 
     def _apply(self, now: float) -> None:
         """Effort <- the envelope's verdict on the held command (zero if none or stale)."""
-        command = self._command if self._command is not None else np.zeros(self.n)
         q, qd = self.sim.joint_positions(), self.sim.joint_velocities()
-        before = self.sim.effort.copy()
-        effort, reasons = self.envelope.filter(command, q, qd, now)
-        self.sim.set_effort(effort)  # also clips to the model's effort limits
-        if WATCHDOG in reasons and np.any(before != 0.0):
+        command = self._command if self._command is not None else self.envelope.rest(q)
+        was_live = self._live()
+        safe, reasons = self.envelope.filter(command, q, qd, now)
+        self.sim.set_command(safe)  # effort: also clips to the model's effort limits
+        if WATCHDOG in reasons and was_live:
             self.watchdog_trips += 1
             self._trip_age = now - self._last_command_wall
             self.diag.values["watchdog_trips"] = self.watchdog_trips
@@ -319,9 +337,17 @@ class SimBridge(LifecycleNode):
         if self.envelope is not None:
             self.diag.values["estop"] = self.envelope.estopped
 
+    def _live(self) -> bool:
+        """A command that asks for motion is applied: non-zero effort or velocity; for
+        position, anything but a hold."""
+        if self.interface == POSITION:
+            return not self.envelope.holding
+        return bool(np.any(self.sim.command != 0.0))
+
     def _on_watchdog(self) -> None:
-        """Lockstep: zero a held effort when commands stop (nothing steps without them)."""
-        if self.active and np.any(self.sim.effort != 0.0):
+        """Lockstep: zero a held effort (velocity; hold a position) when commands stop
+        (nothing steps without them)."""
+        if self.active and self._live():
             self._apply(time.monotonic())
 
     def _on_timer(self) -> None:

@@ -13,9 +13,11 @@ its process group) whatever happens:
               a minimal in-callback responder (what rclpy + Fast DDS cost on this machine)
   arms        lockstep collection rate (env steps/s summed over arms) for K arms
   curve       evaluation return vs. episode: ROS graph vs. in-process trainer, same seed
+  scaling     K = 1, 2, 4, 8 simulated arms in realtime at 50 Hz, one learner: achieved
+              updates per transition against the configured I (paper network; imagination)
 
 Writes ``<out>/graph.json`` and ``<out>/graph_*.png``. ``naf-ros bench graph --help`` (or
 ``python -m naf_ros.bench.graph --help``) lists this suite's options. Modules: ``harness``
 (options, graph runs, probe), ``throughput`` (throughput and arms), ``latency``, ``curve``,
-``suite`` (the parts together, plots, graph.json).
+``scaling``, ``suite`` (the parts together, plots, graph.json).
 """

@@ -34,7 +34,7 @@ from naf_ros.bringup.proc_group import PACKAGE_ROOT, ros_child_env, spawn_group,
 from naf_ros.config import SECTIONS, Config, config_from_dict
 from naf_ros.ros.background import BackgroundNode
 
-PARTS = ("throughput", "latency", "arms", "curve")
+PARTS = ("throughput", "latency", "arms", "curve", "scaling")
 
 
 # --- options ----------------------------------------------------------------------------------
@@ -85,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="[NODE.]SECTION.KEY=VALUE",
         help="extra launcher --set for every graph run (section keys apply in-process too)",
+    )
+    p.add_argument("--scaling-arms", type=_int_list, default=[1, 2, 4, 8], help="scaling: K values")
+    p.add_argument(
+        "--scaling-seconds", type=float, default=120.0, help="scaling: timed window per run (s)"
+    )
+    p.add_argument(
+        "--scaling-configs",
+        type=lambda text: [v.strip() for v in text.split(",") if v.strip()],
+        default=["paper", "imagination"],
+        help="scaling: comma list of paper, imagination",
     )
     p.add_argument("--domains", default="224-232", help="ROS domain ids to lease, lo-hi")
     p.add_argument("--run-timeout", type=float, default=1800.0, help="limit per graph run (s)")

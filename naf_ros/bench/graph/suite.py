@@ -22,6 +22,7 @@ from naf_ros.bench.common import machine
 from naf_ros.bench.graph.curve import part_curve
 from naf_ros.bench.graph.harness import complete, shared_config
 from naf_ros.bench.graph.latency import part_latency
+from naf_ros.bench.graph.scaling import part_scaling, plot_scaling
 from naf_ros.bench.graph.throughput import part_arms, part_throughput
 from naf_ros.bringup.proc_group import PACKAGE_ROOT
 
@@ -88,6 +89,10 @@ def _plots(args: argparse.Namespace, payload: dict, store: dict) -> list[str]:
             store["curve"], path, f"{label}, fixed-target 3-DOF reacher: ROS graph vs. in-process"
         )
         written.append(path.name)
+    if isinstance(parts.get("scaling"), dict) and "error" not in parts["scaling"]:
+        path = args.out / "graph_scaling.png"
+        plot_scaling(parts["scaling"], path)
+        written.append(path.name)
     return written
 
 
@@ -141,6 +146,7 @@ def main(args: argparse.Namespace) -> int:
         "latency": part_latency,
         "arms": part_arms,
         "curve": part_curve,
+        "scaling": part_scaling,
     }
     failed = []
     try:

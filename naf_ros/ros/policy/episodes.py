@@ -20,6 +20,7 @@ import time
 import numpy as np
 from std_srvs.srv import Trigger
 
+from naf_ros.core.catch_up import CatchUp
 from naf_ros.core.safety import ESTOP, WATCHDOG
 from naf_ros.ros.codec import CONTROLLER_ILQG, CONTROLLER_POLICY, encode_transition
 from naf_ros.ros.names import TRANSITIONS_TOPIC
@@ -34,7 +35,8 @@ class Stopped(Exception):
 class EpisodeWorker:
     """Mixin of :class:`~naf_ros.ros.policy.node.NafPolicy`: the episode thread.
 
-    Uses from the node: ``params``, ``cfg``, ``task``, ``actor``, ``noise``, ``rng``,
+    Uses from the node: ``params``, ``cfg``, ``task``, ``command`` (action -> command),
+    ``actor``, ``noise``, ``rng``,
     ``envelope``, ``producer``, ``diag``, ``_cond``, the reflex path's
     ``_next_state``/``_next_reflex``, the objects ``transitions``, ``homing`` and
     ``state_file``, and the outputs ``_publish_effort``, ``_send_zero``, ``_publish_metric``.
@@ -44,6 +46,8 @@ class EpisodeWorker:
         self._worker: threading.Thread | None = None
         self._stopping = threading.Event()
         self._learner_wait_s = 0.0
+        self._catch_up_wait_s = 0.0
+        self._catch_up_timeouts = 0
         self._episode_offset = 0
         self._safe_passed = False
         self._safe_controller = None
@@ -114,6 +118,35 @@ class EpisodeWorker:
             )
             break
         self._learner_wait_s += time.perf_counter() - t0
+
+    def _wait_for_catch_up(self) -> None:
+        """Realtime ``catch_up_ratio``: hold a training episode's start (the arm rests as
+        between episodes) until the learner has caught up, at most ``catch_up_timeout`` s
+        (:mod:`naf_ros.core.catch_up`)."""
+        p = self.params
+        if p.mode != "realtime" or p.catch_up_ratio <= 0:
+            return
+        rule = CatchUp(p.catch_up_ratio, p.catch_up_timeout)
+        t0 = time.monotonic()
+
+        def caught_up() -> bool:
+            achieved, target, seen = self.transitions.learner_ratio
+            return rule.caught_up(achieved, target, unseen=self.producer.seq - 1 - seen)
+
+        caught = self._wait(caught_up, rule.max_wait_s)
+        self._catch_up_wait_s += time.monotonic() - t0
+        if caught:
+            return
+        self._catch_up_timeouts += 1
+        self._publish_metric("catch_up_timeouts", self._catch_up_timeouts)
+        achieved, target = (
+            "?" if v is None else f"{v:.2f}" for v in self.transitions.learner_ratio[:2]
+        )
+        self.get_logger().warning(
+            f"learner has not caught up within catch_up_timeout {rule.max_wait_s} s "
+            f"({achieved} updates per transition of {rule.ratio} x {target} wanted); "
+            f"starting the episode anyway [{self._catch_up_timeouts} so far]"
+        )
 
     def _wait_for_consumers(self) -> None:
         """Hold the first episode until the learner (and co.) can receive transitions."""
@@ -191,7 +224,7 @@ class EpisodeWorker:
             self._send_zero()
             self.get_logger().info(
                 f"done: {self.episode} episodes, {self.env_steps} steps, "
-                f"{self.producer.seq} transitions"
+                f"{self.producer.seq} transitions, weights version {self._weights_version}"
             )
             if self.params.exit_when_done and self.stop_event is not None:
                 self.stop_event.set()
@@ -302,6 +335,8 @@ class EpisodeWorker:
     def _episode(self, train: bool) -> tuple[float, float, str] | None:
         """One episode; returns (return, final tip distance, controller) or None if aborted."""
         self._wait_while_estopped()
+        if train:
+            self._wait_for_catch_up()
         begun = self._begin_episode()
         if begun is None:
             time.sleep(0.1)
@@ -396,7 +431,7 @@ class EpisodeWorker:
         else:
             action = self.actor.act(obs, self.noise if train else None)
         action = np.clip(np.nan_to_num(action, nan=0.0), -1.0, 1.0)
-        sent, reasons = self._publish_effort(self.task.effort_from_action(action), state)
+        sent, reasons = self._publish_effort(self.command.command(action, state.q), state)
         if reasons and not (ESTOP in reasons or WATCHDOG in reasons):
-            action = self.task.action_from_effort(sent)
+            action = self.command.action(sent, state.q)
         return action, reasons

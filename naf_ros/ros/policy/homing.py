@@ -1,4 +1,4 @@
-"""A real arm's reset (``reset_mode: homing``): PD to ``home_position`` until it is there.
+"""A real arm's reset (``reset_mode: homing``): towards ``home_position`` until it is there.
 
 The rule for "there" is :class:`~naf_ros.core.homing.Homing` (within ``homing_tolerance``
 rad and slower than ``homing_velocity_tolerance`` rad/s, every joint, and a homing command
@@ -94,7 +94,7 @@ class HomingReset:
             if verdict == TIMEOUT:
                 self._failed(state, delivered)
                 return None
-            self.publish_effort(rule.effort(state.q, state.qd), state)
+            self.publish_effort(rule.command(state.q, state.qd), state)
             sent = True
             state = self.next_state(state)
         self.send_zero()

@@ -51,7 +51,13 @@ from naf_ros.config import ConfigError
 from naf_ros.core.actor import NumpyActor
 from naf_ros.core.delivery import Producer
 from naf_ros.core.homing import Homing
-from naf_ros.core.safety import SafetyEnvelope, SafetyLimits, StatePlausibility
+from naf_ros.core.safety import (
+    EFFORT,
+    POSITION,
+    SafetyEnvelope,
+    SafetyLimits,
+    StatePlausibility,
+)
 from naf_ros.envs.configured import episode_steps, reacher_env_kwargs, reacher_task
 from naf_ros.ros import qos
 from naf_ros.ros.codec import CodecError, unpack_arrays
@@ -62,6 +68,7 @@ from naf_ros.ros.names import (
     CONTROLLER_TOPIC,
     ESTOP_TOPIC,
     JOINT_STATES_TOPIC,
+    POLICY_EVENT_METRICS,
     POLICY_METRICS,
     PROGRESS_TOPIC,
     RESET_SERVICE,
@@ -69,6 +76,7 @@ from naf_ros.ros.names import (
     TRANSITIONS_TOPIC,
     WEIGHTS_TOPIC,
     commands_topic,
+    controller_for,
     metric_topic,
 )
 from naf_ros.ros.params import declare_config, declare_params
@@ -148,6 +156,7 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
 
         from naf_ros.core.agents import make_agent
         from naf_ros.core.noise import make_noise
+        from naf_ros.envs.command import ArmCommand
 
         cfg, p = self.cfg, self.params
         # The arm the config names (a file, robot_description, or the env's own), as the sim
@@ -161,6 +170,14 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
         self.n = self.arm.n_joints
         self.control_dt = float(kwargs.get("control_dt", 0.02))
         self.T = episode_steps(cfg.env)
+        try:  # what an action commands: the arm's command interface
+            self.command = ArmCommand(
+                self.arm, cfg.arm.command_interface, self.control_dt,
+                cfg.arm.gravity_compensation, cfg.safety.velocity,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.controller_name = controller_for(cfg.arm.command_interface, p.controller_name)
         home = np.asarray(p.home_position, dtype=float)
         if len(home) != self.n:
             if p.reset_mode == "homing":
@@ -169,9 +186,15 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
         homing_rule = Homing(
             home, p.homing_kp, p.homing_kd,
             p.homing_tolerance, p.homing_velocity_tolerance, p.homing_timeout,
+            self.command.interface, self.command.velocity_limits, self.control_dt,
         )  # fmt: skip
         self.default_target = self._default_target(kwargs.get("fixed_target"))
-        self.envelope = SafetyEnvelope(self._safety_limits())
+        try:
+            self.envelope = SafetyEnvelope(
+                self._safety_limits(), self.command.interface, self.control_dt
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         try:
             self.plausibility = StatePlausibility.from_arm(
                 self.arm,
@@ -190,7 +213,7 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
             ex.kind, self.task.act_dim, ex.scale, ex.ou_theta, self.rng, ex.precision_ema
         )
         self.cmd_pub = self.create_publisher(
-            Float64MultiArray, commands_topic(p.controller_name), qos.COMMANDS
+            Float64MultiArray, commands_topic(self.controller_name), qos.COMMANDS
         )
         self.trans_pub = self.create_publisher(
             Float64MultiArray, TRANSITIONS_TOPIC, qos.TRANSITIONS
@@ -205,7 +228,8 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
             self._notify,
         )  # fmt: skip
         self.metric_pubs = {
-            m: self.create_publisher(Float64, metric_topic(m), qos.METRICS) for m in POLICY_METRICS
+            m: self.create_publisher(Float64, metric_topic(m), qos.METRICS)
+            for m in (*POLICY_METRICS, *POLICY_EVENT_METRICS)
         }
         # The control loop's input on a node and thread of its own (SideNode's docstring).
         if self._state_io is None:
@@ -242,7 +266,8 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
         self.get_logger().info(
             f"configured: arm {p.arm_index}, joints {self.joint_names}, mode {p.mode}, "
             f"reset {p.reset_mode}, T={self.T}, commands on "
-            f"{self.resolve_topic_name(commands_topic(p.controller_name))}"
+            f"{self.resolve_topic_name(commands_topic(self.controller_name))} "
+            f"({self.command.interface})"
         )
         return TransitionCallbackReturn.SUCCESS
 
@@ -296,8 +321,14 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
                 self._publish_zero()
 
     def _publish_zero(self) -> None:
-        """Zero effort onto the wire; the caller holds ``_cmd_lock``."""
-        self.cmd_pub.publish(Float64MultiArray(data=[0.0] * self.n))
+        """The interface's rest command onto the wire (zero effort or velocity; position:
+        hold where the arm last was, or nothing before any joint state - the controller then
+        keeps its own last target); the caller holds ``_cmd_lock``."""
+        latest = self._latest
+        rest = self.envelope.rest(None if latest is None else latest.q)
+        if self.command.interface == POSITION and latest is None and not self.envelope.holding:
+            return
+        self.cmd_pub.publish(Float64MultiArray(data=rest.tolist()))
 
     def _safety_limits(self) -> SafetyLimits:
         """The ``safety`` section on top of the arm model; one-line ConfigError if invalid."""
@@ -311,7 +342,11 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
             return SafetyLimits.from_arm(
                 self.arm,
                 position_margin=s.position_margin,
-                velocity=float("inf") if s.velocity is None else s.velocity,
+                velocity=(
+                    (float("inf") if s.velocity is None else s.velocity)
+                    if self.command.interface == EFFORT  # velocity/position: the arm's
+                    else self.command.velocity_limits.tolist()
+                ),
                 restoring_gain=s.restoring_gain,
                 # Lockstep: the sim waits for us, a state is never stale; realtime: it is.
                 command_timeout=s.command_timeout if self.params.mode == "realtime" else None,
@@ -420,6 +455,9 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
         v = self.diag.values
         v.update(episodes=self.episode, env_steps=self.env_steps, seq=self.producer.seq)
         v["learner_wait_s"] = round(self._learner_wait_s, 3)
+        if self.params.catch_up_ratio > 0:
+            v["catch_up_wait_s"] = round(self._catch_up_wait_s, 3)
+            v["catch_up_timeouts"] = self._catch_up_timeouts
         v.update(self.transitions.diagnostics())
         if self.cfg.safety.safe_exploration:
             v["safe_exploration"] = "active" if self.safe_exploration_active else "passed"

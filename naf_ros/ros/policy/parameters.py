@@ -9,7 +9,7 @@ The config schema (``env.*``, ``agent.*``, ...) comes on top through
 from __future__ import annotations
 
 from naf_ros.ros.names import RESET_MODES
-from naf_ros.ros.params import Param, at_least, in_range, one_of, positive
+from naf_ros.ros.params import Check, Param, at_least, in_range, one_of, positive
 
 MODES = ("lockstep", "realtime")
 
@@ -22,8 +22,9 @@ POLICY_PARAMS: tuple[Param, ...] = (
           "floor of a joint state waking the executor while another thread holds the GIL"),
     Param("reset_mode", "service", str, one_of(*RESET_MODES),
           "service: reset through sim/reset; homing: PD to home_position (a real arm)"),
-    Param("controller_name", "effort_controller", str, None,
-          "effort ForwardCommandController; commands go to <controller_name>/commands"),
+    Param("controller_name", "", str, None,
+          "the ForwardCommandController of arm.command_interface; commands go to "
+          "<controller_name>/commands ('': <command_interface>_controller)"),
     Param("arm_index", 0, int, at_least(0),
           "producer id of this arm's transitions (one per arm in a graph)"),
     Param("wait_for_learner", 2.0, float, None,
@@ -40,6 +41,13 @@ POLICY_PARAMS: tuple[Param, ...] = (
           "a joint state faster than this (rad/s) is refused like a NaN one"),
     Param("reset_timeout", 10.0, float, positive(), "s to wait for sim/reset to answer"),
     Param("exit_when_done", True, bool, None, "end the process after the last episode"),
+    Param("catch_up_ratio", 0.0, float, Check(lambda v: 0.0 <= v <= 1.0, "in [0.0, 1.0]"),
+          "realtime: hold each training episode's start (never the control loop) until the "
+          "learner reports this fraction of its planned updates per transition for our "
+          "transitions over the run (0: off; see naf_ros.core.catch_up)"),
+    Param("catch_up_timeout", 60.0, float, positive(),
+          "realtime: s to hold an episode for catch_up_ratio at most; then it starts anyway "
+          "(logged, counted on /naf/metrics/catch_up_timeouts)"),
     Param("startup_subscribers", ["learner"], list, None,
           "at start, wait (up to startup_timeout s) until these nodes subscribe to the "
           "transitions: the first ones then need no re-send, and in lockstep the first steps "
@@ -48,8 +56,11 @@ POLICY_PARAMS: tuple[Param, ...] = (
           "s to wait for startup_subscribers (<= 0: do not wait)"),
     Param("home_position", [0.0, 0.0, 0.0], list, None,
           "homing: joint angles (rad) of the home pose, one per joint"),
-    Param("homing_kp", 2.0, float, at_least(0.0), "homing: PD position gain (N m / rad)"),
-    Param("homing_kd", 0.3, float, at_least(0.0), "homing: PD velocity gain (N m s / rad)"),
+    Param("homing_kp", 2.0, float, at_least(0.0),
+          "homing: position gain (effort: N m / rad; velocity and position: 1/s, the speed "
+          "towards home per rad of error, capped at the velocity limit)"),
+    Param("homing_kd", 0.3, float, at_least(0.0),
+          "homing: PD velocity gain (N m s / rad; effort only)"),
     Param("homing_tolerance", 0.05, float, positive(),
           "homing ends when every joint is this close (rad) to home_position ..."),
     Param("homing_velocity_tolerance", 0.05, float, positive(),

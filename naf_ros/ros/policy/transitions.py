@@ -55,6 +55,10 @@ class TransitionsOut:
         self.lock = threading.Lock()
         self.pub: Publisher | None = None
         self._layout = None  # every transition message shares one layout
+        # The learner's (updates per transition, target) for our transitions over the run,
+        # or (None, None), and the last seq it had then: read by the catch-up wait, replaced
+        # in one assignment.
+        self.learner_ratio: tuple[float | None, float | None, int] = (None, None, -1)
 
     def publish(self, msg: Float64MultiArray, episode: int) -> None:
         """Publish transition number ``producer.seq`` (encoded into ``msg``) and keep it."""
@@ -114,7 +118,7 @@ class TransitionsOut:
             f = unpack_arrays(msg, {"producers": None, "last_seq": None})
             producers = np.atleast_1d(f["producers"])
             columns = {"last_seq": np.atleast_1d(f["last_seq"])}
-            for key in ("durable_seq", "last_episode"):
+            for key in ("durable_seq", "last_episode", "run_ratio", "run_target"):
                 if key in f:
                     columns[key] = np.atleast_1d(f[key])
             if producers.ndim != 1 or any(c.shape != producers.shape for c in columns.values()):
@@ -130,6 +134,11 @@ class TransitionsOut:
         row: dict[str, int] = {}
         if hits.size:
             row = {key: int(column[hits[0]]) for key, column in columns.items()}
+            if "run_ratio" in columns and "run_target" in columns:
+                ratio = float(columns["run_ratio"][hits[0]])
+                target = float(columns["run_target"][hits[0]])
+                last = row["last_seq"]
+                self.learner_ratio = (ratio, target, last) if ratio >= 0 else (None, None, last)
         with self.lock:
             self.producer.on_progress(
                 lid, row.get("last_seq"), row.get("durable_seq"), row.get("last_episode")
