@@ -112,6 +112,13 @@ def test_the_planar_reacher_refuses_every_arm_key(arm, key):
         reacher_task(config(REACHER_FIXED_ID, **arm))
 
 
+def test_the_command_interface_reaches_both_reachers():
+    for env_id in (ARM7_ID, REACHER_FIXED_ID):
+        cfg = config(env_id, command_interface="position")
+        assert make_kwargs(cfg) == {"command_interface": "position"}
+    assert make_kwargs(config(command_interface="effort")) == {}  # the default: left out
+
+
 def test_other_arm_section_errors():
     with pytest.raises(ConfigError, match="is not a naf_ros arm environment"):
         make_kwargs(config("Pendulum-v1", model="arm.urdf"))
