@@ -32,6 +32,7 @@ setup(
             "ilqg_explorer = naf_ros.ros.ilqg_explorer:main",
             "learner = naf_ros.ros.learner:main",
             "bag_recorder = naf_ros.ros.bag_recorder:main",
+            "description_publisher = naf_ros.ros.description_publisher:main",
         ],
     },
 )

@@ -9,7 +9,10 @@ under ``/**/<node>``). Per-arm nodes use relative names, so with ``arms:=1`` the
 drop the bridge (``sim:=false``) and point ``controller_name`` at the arm's effort
 ForwardCommandController: without a bridge nobody serves ``sim/reset``, so the policy then
 resets by homing and the graph runs realtime, unless ``reset_mode`` / ``mode`` say otherwise
-(``naf-ros launch --skip sim_bridge`` does the same). With ``record`` (or
+(``naf-ros launch --skip sim_bridge`` does the same). ``robot_description:=FILE`` latches
+that URDF on ``robot_description`` in every arm's namespace and at the root (what
+robot_state_publisher does on a real system) and makes every node take the arm from it
+(``arm.model: robot_description``; ``naf-ros launch --robot-description FILE``). With ``record`` (or
 ``bag.record`` in the YAML) the learner records the transitions it trains on and one
 ``bag_recorder`` per arm records joint states, commands and targets, as rosbag2 (MCAP) under
 ``train.run_dir``. E-stop: ``ros2 topic pub --once <ns>/estop std_msgs/msg/Bool
@@ -61,6 +64,7 @@ def _nodes(context, *args, **kwargs):
     use_sim_time = _truthy(LaunchConfiguration("use_sim_time").perform(context))
     record = LaunchConfiguration("record").perform(context).strip() or _yaml_record(params_file)
     reset_mode = LaunchConfiguration("reset_mode").perform(context).strip()
+    description = LaunchConfiguration("robot_description").perform(context).strip()
     if arms < 1:
         raise ValueError("arms must be >= 1")
     if not sim:  # a real arm: nobody serves sim/reset, and it does not wait for the learner
@@ -81,9 +85,22 @@ def _nodes(context, *args, **kwargs):
     policy = {"reset_mode": shared.pop("reset_mode")} if reset_mode else {}
     if record:
         shared["bag.record"] = record
+    namespaces = [namespace if arms == 1 else f"{namespace or 'arm'}{i}" for i in range(arms)]
     nodes = []
-    for i in range(arms):
-        ns = namespace if arms == 1 else f"{namespace or 'arm'}{i}"
+    if description:
+        shared["arm.model"] = "robot_description"
+        for ns in [*namespaces, *([""] if "" not in namespaces else [])]:
+            nodes.append(
+                Node(
+                    package=PACKAGE,
+                    executable="description_publisher",
+                    name="description_publisher",
+                    namespace=ns,
+                    parameters=[params_file, {"file": description}],
+                    output="screen",
+                )
+            )
+    for i, ns in enumerate(namespaces):
         arm = {"arm_index": i, "controller_name": controller_name}
         if sim:
             nodes.append(
@@ -195,6 +212,12 @@ def generate_launch_description() -> LaunchDescription:
                 default_value="",
                 description="naf_policy.reset_mode: service (sim/reset) or homing (PD to "
                 "home_position); empty: homing with sim:=false, else the YAML's",
+            ),
+            DeclareLaunchArgument(
+                "robot_description",
+                default_value="",
+                description="URDF file to latch on robot_description and take the arm from "
+                "(arm.model: robot_description); empty: none",
             ),
             DeclareLaunchArgument(
                 "use_sim_time", default_value="false", description="policy/learner on /clock"

@@ -66,7 +66,7 @@ def test_arm7_fixed_and_random_targets():
 
 def test_configured_task_matches_the_env():
     cfg = config_from_dict({"env": {"id": ARM7_FIXED_ID, "kwargs": {"ctrl_cost_weight": 0.05}}})
-    task = reacher_task(cfg.env)
+    task = reacher_task(cfg)
     env = gym.make(ARM7_FIXED_ID, ctrl_cost_weight=0.05).unwrapped
     assert isinstance(task, ReachTask) and task.obs_dim == env.task.obs_dim
     assert task.ctrl_cost_weight == 0.05 and task.arm.joint_names == env.task.arm.joint_names

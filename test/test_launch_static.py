@@ -22,6 +22,7 @@ import yaml
 from naf_ros.bringup import launcher
 from naf_ros.bringup.params import (
     ARM_NODES,
+    DESCRIPTION_NODE,
     NODES,
     effective_config,
     parse_set,
@@ -146,7 +147,7 @@ def test_launcher_builds_the_same_graph(tmp_path):
     )
     launch = launcher.Launch(args)
     labels = [c.label for c in launch.children]
-    expected_shared = [n for n in NODES if n not in ARM_NODES]
+    expected_shared = [n for n in NODES if n not in (*ARM_NODES, DESCRIPTION_NODE)]
     expected_shared = [n for n in expected_shared if launcher.node_available(n)]
     assert labels == [
         "arm0/sim_bridge",
@@ -424,6 +425,41 @@ def test_launch_file_and_launcher_agree(launch_file, tmp_path, launch_args, laun
             if key in ours or key in theirs:
                 default = "effort_controller" if key == "controller_name" else None
                 assert ours.get(key, default) == theirs.get(key, default), (label, key)
+
+
+def test_robot_description_is_latched_per_arm_and_at_the_root(launch_file, tmp_path):
+    """``--robot-description FILE`` / ``robot_description:=FILE``: a description publisher
+    in every arm's namespace and one at the root (the shared learning nodes' namespace),
+    each latching FILE, and every node takes its arm from the topic."""
+    urdf = tmp_path / "arm.urdf"
+    urdf.write_text("<robot name='r'/>")
+    argv = ["--arms", "2", "--robot-description", str(urdf), "--set", "env.id=NafRos/Arm7Reach-v0"]
+    graph = _launcher_graph(tmp_path / "run", argv)
+    nodes = by_label(evaluate(launch_file, arms="2", robot_description=str(urdf)))
+    publishers = ["arm0/description_publisher", "arm1/description_publisher", DESCRIPTION_NODE]
+    for labels in (list(graph), list(nodes)):
+        assert [label for label in labels if label.endswith(DESCRIPTION_NODE)] == publishers
+    for label in publishers:
+        assert graph[label]["file"] == str(urdf.resolve())
+        assert nodes[label].parameters()["file"] == str(urdf)
+    for label in ("arm0/sim_bridge", "arm1/naf_policy", "learner"):
+        assert graph[label]["arm.model"] == "robot_description"
+        assert nodes[label].parameters()["arm.model"] == "robot_description"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--robot-description", "/nonexistent/arm.urdf"], "--robot-description"),
+        # the YAML's planar reacher has its own arm
+        (["--robot-description", __file__], "arm.model: the planar 3-DOF reacher"),
+    ],
+)
+def test_robot_description_errors_are_one_line(argv, message, tmp_path, capsys):
+    code = launcher.main([*argv, "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
 
 
 def test_reset_modes_match_the_policy_node():

@@ -42,6 +42,7 @@ def measure(trainer, starts: int = 200, seed: int = 1) -> dict:
     from naf_ros.core.joint_dynamics import fit_joint_space
     from naf_ros.core.nn_dynamics import GlobalNNDynamics
     from naf_ros.core.true_model import TrueSimModel
+    from naf_ros.envs.configured import make_kwargs
 
     mbased, cfg = trainer.model_based, trainer.cfg
     task = mbased.task
@@ -69,7 +70,7 @@ def measure(trainer, starts: int = 200, seed: int = 1) -> dict:
     t0 = rng.integers(0, T - max(HORIZONS), starts)
     x0 = X[ep, t0]
     noise = cfg.exploration.scale
-    true = TrueSimModel(cfg.env.id, cfg.env.kwargs)
+    true = TrueSimModel(cfg.env.id, make_kwargs(cfg))
     ref_x, ref_r = _rollout(true, trainer.agent, task, x0, t0, max(HORIZONS), seed, noise, T)
     out = {}
     d = task.delta_slice

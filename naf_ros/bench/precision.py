@@ -32,7 +32,7 @@ def trace_episode(agent, cfg) -> dict:
     from naf_ros.core.envs import ActionScaler, make_env, tip_distance
     from naf_ros.core.trainer import control_period, fingertip_position
 
-    env = make_env(cfg.env)
+    env = make_env(cfg.env, cfg.arm)
     scaler = ActionScaler(env.action_space)
     dt = control_period(env)
     obs, _ = env.reset(seed=cfg.train.seed + TRACE_SEED_OFFSET)

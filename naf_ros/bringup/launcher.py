@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from naf_ros.bringup.params import (
+    DESCRIPTION_NODE,
     NODE_MODULES,
     NODES,
     SHARED_KEY,
@@ -47,6 +48,7 @@ from naf_ros.bringup.params import (
 from naf_ros.bringup.proc_group import DISCOVERY_RANGES, PACKAGE_ROOT, ros_child_env
 from naf_ros.bringup.progress import Progress
 from naf_ros.config import ConfigError
+from naf_ros.envs.configured import ROBOT_DESCRIPTION, arm_kwargs
 from naf_ros.ros.names import RESET_MODES
 
 
@@ -167,8 +169,16 @@ def build_children(
     reset_mode = policy_reset_mode(args, "reset_mode" in user_set)
     if reset_mode is not None:
         policy_extra["reset_mode"] = reset_mode
-    for i in range(args.arms):
-        ns = f"{args.namespace}{i}" if args.arms > 1 else args.namespace_single
+    namespaces = [
+        f"{args.namespace}{i}" if args.arms > 1 else args.namespace_single for i in range(args.arms)
+    ]
+    description = getattr(args, "robot_description", None)
+    if description is not None:
+        # What robot_state_publisher does on a real system: the arm's URDF latched in each
+        # arm's namespace, and at the root for the shared learning nodes.
+        for ns in [*namespaces, *([""] if "" not in namespaces else [])]:
+            children.append(make(DESCRIPTION_NODE, ns, {"file": str(description)}))
+    for i, ns in enumerate(namespaces):
         arm = {"arm_index": i}
         if args.controller_name:
             arm["controller_name"] = args.controller_name
@@ -259,6 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="record experience to rosbag2 under RUN_DIR/NAME (sets bag.record)",
     )
+    p.add_argument(
+        "--robot-description",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="latch this URDF on robot_description (as robot_state_publisher would) and take "
+        "the arm from it (arm.model: robot_description, unless --set arm.model=...)",
+    )
     p.add_argument("--respawn", action="store_true", help="restart nodes that die")
     p.add_argument("--max-restarts", type=int, default=3, help="restart limit per node")
     p.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
@@ -287,6 +305,11 @@ class Launch:
                 value = float(value)
             node_overrides.setdefault(node, {})[key] = value
         shared = blocks.get(SHARED_KEY, {})
+        if args.robot_description is not None:
+            args.robot_description = args.robot_description.expanduser().resolve()
+            if not args.robot_description.is_file():
+                raise ConfigError(f"--robot-description: {args.robot_description}: no such file")
+            node_overrides.setdefault(None, {}).setdefault("arm.model", ROBOT_DESCRIPTION)
         overrides = dict(node_overrides.get(None, {}))
         for opt, key in (
             ("episodes", "train.episodes"),
@@ -300,6 +323,7 @@ class Launch:
         for node, values in node_overrides.items():  # per-node overrides must validate too
             if node is not None:
                 effective_config(shared, {**overrides, **values})
+        arm_kwargs(self.cfg, description="")  # arm keys the env cannot take: stop here
         if args.arms < 1:
             raise ConfigError("--arms: must be >= 1")
         if args.mode is None:  # a real arm does not wait for the learner: realtime

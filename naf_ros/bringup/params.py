@@ -21,8 +21,11 @@ NODES = (
     "dynamics_fitter",
     "ilqg_explorer",
     "bag_recorder",
+    "description_publisher",
 )
 ARM_NODES = ("sim_bridge", "naf_policy", "bag_recorder")
+# Latches a file on robot_description (per arm and at the root), only with --robot-description.
+DESCRIPTION_NODE = "description_publisher"
 # Node (and console script) name -> the module whose main() runs it.
 NODE_MODULES = {
     "sim_bridge": "naf_ros.ros.sim_bridge",
@@ -31,9 +34,10 @@ NODE_MODULES = {
     "dynamics_fitter": "naf_ros.ros.dynamics_fitter",
     "ilqg_explorer": "naf_ros.ros.ilqg_explorer",
     "bag_recorder": "naf_ros.ros.bag_recorder",
+    "description_publisher": "naf_ros.ros.description_publisher",
 }
 SHARED_KEY = "/**"
-SECTIONS = ("env", "agent", "exploration", "model_based", "train", "safety", "bag")
+SECTIONS = ("env", "agent", "exploration", "model_based", "train", "safety", "bag", "arm")
 
 
 def _node_key(key: str) -> str | None:

@@ -5,12 +5,18 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from naf_ros.config import ConfigError, EnvConfig
+from naf_ros.config import ArmConfig, Config, ConfigError, EnvConfig
 
 
-def make_env(cfg: EnvConfig) -> gym.Env:
-    """``gym.make`` with one-line errors for ids that do not exist and non-box spaces."""
+def make_env(cfg: EnvConfig, arm: ArmConfig | None = None) -> gym.Env:
+    """``gym.make`` with one-line errors for ids that do not exist and non-box spaces.
+
+    ``arm``: the config's arm section, merged into the kwargs exactly as the ROS nodes merge
+    it (:func:`naf_ros.envs.configured.make_kwargs`), so both paths build the same arm.
+    """
     import naf_ros.envs  # noqa: F401  (registers the package's reacher)
+    from naf_ros.envs.arm import ArmModelError
+    from naf_ros.envs.configured import make_kwargs
 
     if cfg.id not in gym.registry:
         close = [
@@ -18,11 +24,13 @@ def make_env(cfg: EnvConfig) -> gym.Env:
         ]
         hint = f"; similar: {', '.join(sorted(close)[:5])}" if close else ""
         raise ConfigError(f"env.id: {cfg.id!r} is not a registered Gymnasium environment{hint}")
-    kwargs = dict(cfg.kwargs)
+    kwargs = make_kwargs(Config(env=cfg, arm=arm if arm is not None else ArmConfig()))
     if cfg.max_episode_steps is not None:
         kwargs["max_episode_steps"] = cfg.max_episode_steps
     try:
         env = gym.make(cfg.id, **kwargs)
+    except ArmModelError as exc:  # the user's arm description: name it, not the env id
+        raise ConfigError(f"arm: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any construction failure is a config problem
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"env.id: {cfg.id!r} could not be created ({msg})") from None

@@ -146,8 +146,9 @@ class ModelFitter:
         self.true_model = None
         if self.kind == "true":
             from naf_ros.core.true_model import TrueSimModel
+            from naf_ros.envs.configured import make_kwargs
 
-            self.true_model = TrueSimModel(cfg.env.id, cfg.env.kwargs)
+            self.true_model = TrueSimModel(cfg.env.id, make_kwargs(cfg))
         self.fits = 0
         self.failures: Counter[str] = Counter()
         self.last_error = ""

@@ -129,8 +129,8 @@ class Trainer:
         self.log = log or (lambda _msg: None)
         resolve_device(cfg.agent.device)  # a missing CUDA device stops here, before the envs
         torch.set_num_threads(cfg.train.torch_threads)
-        self.env = make_env(cfg.env)
-        self.eval_env = make_env(cfg.env)
+        self.env = make_env(cfg.env, cfg.arm)
+        self.eval_env = make_env(cfg.env, cfg.arm)
         self.scaler = ActionScaler(self.env.action_space)
         self.obs_dim = self.env.observation_space.shape[0]
         self.act_dim = self.env.action_space.shape[0]

@@ -35,6 +35,7 @@ from naf_ros.core.model_fit import FitOutcome, FitStep, one_step_rmse
 from naf_ros.envs.configured import episode_steps, reacher_task
 from naf_ros.ros import qos
 from naf_ros.ros.codec import pack_arrays
+from naf_ros.ros.description import arm_description
 from naf_ros.ros.diagnostics import Diagnostics
 from naf_ros.ros.messages import parse_transition, publish_scalar
 from naf_ros.ros.names import MODEL_TOPIC, TRANSITIONS_TOPIC, metric_topic
@@ -60,7 +61,7 @@ class DynamicsFitterNode(Node):
                 f"{MODEL_TOPIC}; fitting that"
             )
             mb.model = "linear"  # this node's own copy of the config
-        self.task = reacher_task(self.cfg.env)
+        self.task = reacher_task(self.cfg, arm_description(self, self.cfg))
         self.obs_dim, self.act_dim = self.task.obs_dim, self.task.act_dim
         self.horizon = episode_steps(self.cfg.env)
         self.n_per_fit = mb.episodes_per_fit

@@ -30,6 +30,7 @@ from naf_ros.core.model_fit import SampleStats
 from naf_ros.envs.configured import reacher_task
 from naf_ros.ros import qos
 from naf_ros.ros.codec import CodecError, pack_arrays, unpack_arrays
+from naf_ros.ros.description import arm_description
 from naf_ros.ros.diagnostics import Diagnostics
 from naf_ros.ros.messages import publish_scalar
 from naf_ros.ros.names import CONTROLLER_TOPIC, MODEL_TOPIC, metric_topic
@@ -48,7 +49,7 @@ class ILQGExplorerNode(Node):
         super().__init__("ilqg_explorer", **kwargs)
         self.cfg = declare_config(self)
         mb = self.cfg.model_based
-        self.task = reacher_task(self.cfg.env)
+        self.task = reacher_task(self.cfg, arm_description(self, self.cfg))
         self.obs_dim, self.act_dim = self.task.obs_dim, self.task.act_dim
         init_var = float(declare(self, "initial_action_var", 0.0))
         self.explorer = ILQGExplorer(self.task, mb, init_var)

@@ -59,6 +59,7 @@ from naf_ros.core.replay import storable
 from naf_ros.envs.configured import episode_steps, reacher_task
 from naf_ros.ros import qos
 from naf_ros.ros.codec import CodecError, pack_arrays, unpack_arrays
+from naf_ros.ros.description import arm_description
 from naf_ros.ros.diagnostics import Diagnostics
 from naf_ros.ros.messages import parse_transition, publish_scalar
 from naf_ros.ros.names import (
@@ -110,7 +111,7 @@ class LearnerNode(Node):
         if gap_timeout < 0 or max_held < 1:
             raise ConfigError("gap_timeout_s must be >= 0 and max_held >= 1")
         torch.set_num_threads(self.cfg.train.torch_threads)
-        task = reacher_task(self.cfg.env)
+        task = reacher_task(self.cfg, arm_description(self, self.cfg))
         self.task = task
         self.reward = task.reward
         self.obs_dim, self.act_dim = task.obs_dim, task.act_dim

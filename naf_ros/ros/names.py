@@ -23,6 +23,8 @@ JOINT_STATES_TOPIC = "joint_states"
 TARGET_TOPIC = "target"
 TARGET_MARKER_TOPIC = "target_marker"
 ESTOP_TOPIC = "estop"
+# The arm's URDF (std_msgs/String, latched), as robot_state_publisher publishes it.
+ROBOT_DESCRIPTION_TOPIC = "robot_description"
 RESET_SERVICE = "sim/reset"
 PAUSE_SERVICE = "sim/pause"
 DEFAULT_CONTROLLER = "effort_controller"

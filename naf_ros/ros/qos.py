@@ -44,3 +44,12 @@ METRICS = QoSProfile(
 # E-stop (std_msgs/Bool): reliable and volatile, so any publisher (``ros2 topic pub``, a
 # latched safety controller) matches; a node started after a ``true`` does not see it.
 ESTOP = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+# robot_description (std_msgs/String): what robot_state_publisher offers (reliable, transient
+# local, depth 1), so a node started after it still receives the arm's URDF.
+ROBOT_DESCRIPTION = QoSProfile(
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    history=HistoryPolicy.KEEP_LAST,
+)

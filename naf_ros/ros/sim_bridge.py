@@ -37,9 +37,11 @@ from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 from visualization_msgs.msg import Marker
 
+from naf_ros.config import ConfigError
 from naf_ros.core.safety import EFFORT, POSITION, WATCHDOG, SafetyEnvelope, SafetyLimits
-from naf_ros.envs.configured import reacher_env_kwargs
+from naf_ros.envs.configured import make_reacher
 from naf_ros.ros import qos
+from naf_ros.ros.description import arm_description
 from naf_ros.ros.diagnostics import Diagnostics
 from naf_ros.ros.messages import ns_to_stamp
 from naf_ros.ros.names import (
@@ -79,7 +81,8 @@ BRIDGE_PARAMS: tuple[Param, ...] = (
     Param("arm_index", 0, int, None, "offsets the reset seed, so arms start differently"),
     Param("target_mode", "env", str, one_of(*TARGET_MODES),
           "env: the env's target; fixed: fixed_target; random: a new one per reset"),
-    Param("fixed_target", [0.10, 0.20], list, finite_list(2), "target_mode fixed: (x, y) in m"),
+    Param("fixed_target", [0.10, 0.20], list, finite_list(),
+          "target_mode fixed: (x, y) for the planar reacher, (x, y, z) for an arm, in m"),
     Param("frame_id", "world", str, None, "frame of the published target"),
     Param("publish_clock", True, bool, None,
           "publish sim time on /clock (one bridge per graph may own it)"),
@@ -134,17 +137,25 @@ class SimBridge(LifecycleNode):
     # --- lifecycle ----------------------------------------------------------------------------
     @guarded
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        from naf_ros.envs.reacher_env import Reacher3DOFEnv
-
-        kwargs = reacher_env_kwargs(self.cfg.env)
+        # The reacher the config names (an arm id: ArmReachEnv with the arm section and, for
+        # arm.model robot_description, the URDF from that topic; else the planar reacher).
+        # Servo interfaces need velocity limits: safety.velocity where given (else the arm's).
+        speeds = {}
+        if self.interface != EFFORT and self.cfg.safety.velocity is not None:
+            speeds["velocity"] = self.cfg.safety.velocity
+        self.env = make_reacher(self.cfg, arm_description(self, self.cfg), **speeds)
+        self.dims = self.env.task.dims
         if self.target_mode == "fixed":
-            kwargs["fixed_target"] = tuple(self.fixed_target)
+            if len(self.fixed_target) != self.dims:
+                raise ConfigError(
+                    f"fixed_target: {self.fixed_target} has {len(self.fixed_target)} values; "
+                    f"the task's targets have {self.dims} ({'x, y, z'[: 3 * self.dims - 2]})"
+                )
+            self.env.fixed_target = np.asarray(self.fixed_target, dtype=float)
         elif self.target_mode == "random":
-            kwargs["fixed_target"] = None
-        if self.interface != EFFORT:
-            kwargs.update(command_interface=self.interface, velocity=self.cfg.safety.velocity)
-        self.env = Reacher3DOFEnv(**kwargs)
+            self.env.fixed_target = None
         self.sim = self.env.sim
+        self.get_logger().info(self.sim.arm.describe())
         self.joint_names = list(self.sim.joint_names)
         self.n = len(self.joint_names)
         self.control_dt_ns = int(round(self.sim.control_dt * 1e9))
@@ -265,7 +276,7 @@ class SimBridge(LifecycleNode):
             self._publish_state()
 
     def _on_target_request(self, msg: PointStamped) -> None:
-        p = np.array([msg.point.x, msg.point.y], dtype=float)
+        p = np.array([msg.point.x, msg.point.y, msg.point.z], dtype=float)[: self.dims]
         if not np.isfinite(p).all():
             self.diag.reject("target_non_finite")
             return
@@ -385,6 +396,7 @@ class SimBridge(LifecycleNode):
         ns_to_stamp(self.sim_time_ns, pt.header.stamp)
         pt.header.frame_id = self.frame_id
         pt.point.x, pt.point.y = float(target[0]), float(target[1])
+        pt.point.z = float(target[2]) if len(target) > 2 else 0.0
         self.target_pub.publish(pt)
         marker = Marker()
         marker.header = pt.header

@@ -108,7 +108,7 @@ def part_latency(args: argparse.Namespace, store: dict) -> dict:
     with contextlib.suppress(Exception):
         from naf_ros.envs.configured import reacher_env_kwargs
 
-        control_dt = float(reacher_env_kwargs(cfg.env).get("control_dt", control_dt))
+        control_dt = float(reacher_env_kwargs(cfg).get("control_dt", control_dt))
     period_ns = int(control_dt * 1e9)
     launch_args = base_launch_args(args) + [
         "--mode",

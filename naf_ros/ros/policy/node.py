@@ -1,7 +1,8 @@
 """The policy node: lifecycle and wiring around the acting code, on one arm.
 
-A thin adapter around the pure code: :class:`~naf_ros.envs.task.ReacherTask` turns joint
-states (mapped by name) and the target into observations and rewards, :class:`NAFAgent`
+A thin adapter around the pure code: the configured :class:`~naf_ros.envs.task.ReachTask`
+(the arm of the ``env``/``arm`` sections) turns joint states (mapped by name) and the target
+into observations and rewards, :class:`NAFAgent`
 acts (μ plus the configured exploration noise, or μ alone in evaluation episodes), and an
 iLQG controller from ``/naf/ilqg_controller`` takes the episodes Algorithm 2 gives it. This
 module holds the lifecycle, the parameters (:mod:`.parameters`), and the wiring: topics in
@@ -57,9 +58,10 @@ from naf_ros.core.safety import (
     SafetyLimits,
     StatePlausibility,
 )
-from naf_ros.envs.configured import episode_steps, reacher_env_kwargs
+from naf_ros.envs.configured import episode_steps, reacher_env_kwargs, reacher_task
 from naf_ros.ros import qos
 from naf_ros.ros.codec import CodecError, unpack_arrays
+from naf_ros.ros.description import arm_description
 from naf_ros.ros.diagnostics import Diagnostics
 from naf_ros.ros.messages import stamp_to_ns
 from naf_ros.ros.names import (
@@ -154,14 +156,16 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
 
         from naf_ros.core.agents import make_agent
         from naf_ros.core.noise import make_noise
-        from naf_ros.envs.arm import ArmModel
         from naf_ros.envs.command import ArmCommand
-        from naf_ros.envs.task import ReacherTask
 
         cfg, p = self.cfg, self.params
-        kwargs = reacher_env_kwargs(cfg.env)
-        self.arm = ArmModel.from_mjcf(kwargs.get("model_path"))
-        self.task = ReacherTask(self.arm, ctrl_cost_weight=kwargs.get("ctrl_cost_weight", 0.02))
+        # The arm the config names (a file, robot_description, or the env's own), as the sim
+        # bridge and the learner build it.
+        description = arm_description(self, cfg)
+        kwargs = reacher_env_kwargs(cfg, description)
+        self.task = reacher_task(cfg, description)
+        self.arm = self.task.arm
+        self.get_logger().info(self.arm.describe())
         self.joint_names = list(self.arm.joint_names)
         self.n = self.arm.n_joints
         self.control_dt = float(kwargs.get("control_dt", 0.02))
@@ -174,21 +178,17 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self.controller_name = controller_for(cfg.arm.command_interface, p.controller_name)
-        if len(p.home_position) != self.n:
-            raise ConfigError(f"home_position: needs {self.n} values, got {p.home_position}")
+        home = np.asarray(p.home_position, dtype=float)
+        if len(home) != self.n:
+            if p.reset_mode == "homing":
+                raise ConfigError(f"home_position: needs {self.n} values, got {p.home_position}")
+            home = np.zeros(self.n)  # unused without homing; the default is the reacher's
         homing_rule = Homing(
-            np.asarray(p.home_position, dtype=float), p.homing_kp, p.homing_kd,
+            home, p.homing_kp, p.homing_kd,
             p.homing_tolerance, p.homing_velocity_tolerance, p.homing_timeout,
             self.command.interface, self.command.velocity_limits, self.control_dt,
         )  # fmt: skip
-        if len(p.target) == 2:
-            self.default_target = np.asarray(p.target, dtype=float)
-        elif kwargs.get("fixed_target") is not None:
-            self.default_target = np.asarray(kwargs["fixed_target"], dtype=float)
-        else:
-            from naf_ros.envs.reacher_env import FIXED_TARGET
-
-            self.default_target = np.asarray(FIXED_TARGET, dtype=float)
+        self.default_target = self._default_target(kwargs.get("fixed_target"))
         try:
             self.envelope = SafetyEnvelope(
                 self._safety_limits(),
@@ -302,6 +302,22 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
             for pub in (self.trans_pub, *self.metric_pubs.values()):
                 pub.wait_for_all_acked(Duration(seconds=1.0))
 
+    def _default_target(self, env_target) -> np.ndarray:
+        """The target when no bridge publishes one: the ``target`` parameter (one value per
+        task coordinate), else the environment's fixed target, else the reacher's (planar)
+        or the tip at the zero pose clipped into the limits (an arm: set ``target``)."""
+        dims = self.task.dims
+        if len(self.params.target) == dims:
+            return np.asarray(self.params.target, dtype=float)
+        if env_target is not None:
+            return np.asarray(env_target, dtype=float)
+        if dims == 2:
+            from naf_ros.envs import FIXED_TARGET
+
+            return np.asarray(FIXED_TARGET, dtype=float)
+        q0 = np.clip(np.zeros(self.n), self.arm.joint_lower, self.arm.joint_upper)
+        return np.asarray(self.task.tip(q0), dtype=float)
+
     def _send_zero(self) -> None:
         if self.configured:
             with self._cmd_lock:
@@ -357,7 +373,7 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
 
     # --- inputs (executor thread) -------------------------------------------------------------
     def _on_target(self, msg: PointStamped) -> None:
-        p = np.array([msg.point.x, msg.point.y], dtype=float)
+        p = np.array([msg.point.x, msg.point.y, msg.point.z], dtype=float)[: self.task.dims]
         if not np.isfinite(p).all():
             self.diag.reject("target_non_finite")
             return

@@ -69,8 +69,8 @@ POLICY_PARAMS: tuple[Param, ...] = (
           "s after which a homing that did not arrive fails (error on the log and "
           "/diagnostics, zero effort, then homing is retried)"),
     Param("target", [0.0], list, None,
-          "target (x, y) when no bridge publishes one (homing / real arm); anything but two "
-          "values: the env's target"),
+          "target (x, y), or (x, y, z) for an arm, when no bridge publishes one (homing / "
+          "real arm); any other length: the env's target"),
     Param("persist", False, bool, None,
           "keep the episode count and safe-exploration status in the run folder"),
     Param("outbox_capacity", 100_000, int, at_least(1),
