@@ -142,6 +142,66 @@ def test_svg1_value_gradient_matches_finite_differences_through_a_known_model():
         assert analytic == pytest.approx(fd, rel=1e-6, abs=1e-8), k
 
 
+def test_each_network_steps_with_its_own_losss_gradient():
+    """The update's gradients, caught before each optimiser steps, against the three losses
+    rebuilt here: pi from -mean(w * svg1_value), V from the weighted TD loss (target net),
+    model and reward model from NLL + squared error. pi's loss must not reach V or the models."""
+    from naf_ros.core.svg import gaussian_log_prob, pre_squash
+
+    agent = make(seed=21)
+    for s in range(3):
+        agent.update(batch(seed=30 + s))  # move every network (and the target) off its init
+    b = batch(seed=40)
+    b["terminal"][3] = 1.0
+    b["behaviour_logp"] = np.random.default_rng(4).normal(-2.0, 1.0, len(b["reward"]))
+    b["behaviour_logp"][0] = np.nan
+    b["behaviour_logp"] = b["behaviour_logp"].astype(np.float32)
+    ref = copy.deepcopy(agent)
+    seen = {}
+
+    def grab(name):
+        def hook(opt, *_):
+            seen[name] = [p.grad.detach().clone() for g in opt.param_groups for p in g["params"]]
+
+        return hook
+
+    hooks = [
+        agent.actor_optimizer.register_step_pre_hook(grab("actor")),
+        agent.value_optimizer.register_step_pre_hook(grab("value")),
+        agent.model_optimizer.register_step_pre_hook(grab("model")),
+    ]
+    agent.update(b)
+    for h in hooks:
+        h.remove()
+    t = {k: torch.as_tensor(v) for k, v in b.items()}
+    net = ref.net
+    with torch.no_grad():
+        mean, log_std = net.actor(t["obs"])
+        logp = gaussian_log_prob(pre_squash(t["action"]), mean, log_std)
+        w = importance_weights(logp, t["behaviour_logp"])
+        y = t["reward"] + 0.9 * (1 - t["terminal"]) * ref.target(t["next_obs"])
+    assert w[0] == 1.0 and w.max() <= IMPORTANCE_CAP
+    obj = svg1_value(
+        net.actor, net.model, net.reward, net.value, t["obs"], t["action"], t["next_obs"],
+        t["terminal"], 0.9,
+    )  # fmt: skip
+    want = {
+        "actor": torch.autograd.grad(-(w * obj).mean(), list(net.actor.parameters())),
+        "value": torch.autograd.grad(
+            (w * (y - net.value(t["obs"])) ** 2).mean(), list(net.value.parameters())
+        ),
+        "model": torch.autograd.grad(
+            net.model.nll(t["obs"], t["action"], t["next_obs"])
+            + ((net.reward(t["obs"], t["action"], t["next_obs"]) - t["reward"]) ** 2).mean(),
+            list(net.model.parameters()) + list(net.reward.parameters()),
+        ),
+    }
+    for name, grads in want.items():
+        assert len(seen[name]) == len(grads)
+        for got, g in zip(seen[name], grads):
+            torch.testing.assert_close(got, g, rtol=1e-5, atol=1e-7)
+
+
 # --- noise inference and the model's fit -------------------------------------------------------
 def test_noise_inference_reproduces_the_observed_transition_exactly():
     torch.manual_seed(1)

@@ -209,18 +209,22 @@ def svg1_value(
     next_obs: torch.Tensor,
     terminal: torch.Tensor,
     gamma: float,
+    policy_out: tuple[torch.Tensor, torch.Tensor] | None = None,
+    eta: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per transition r(x, u(theta), x'(theta)) + gamma (1 - terminal) V(x'(theta)), with the
     policy noise xi and the model noise eta inferred from the real (x, u, x') and held fixed:
     its gradient in the policy's parameters is SVG(1)'s (Heess et al. eq. 12/13, before w).
 
-    ``model`` needs ``infer_noise`` and ``step`` (any one-step model with additive noise)."""
-    mean, log_std = policy(obs)
+    ``model`` needs ``infer_noise`` and ``step`` (any one-step model with additive noise).
+    ``policy_out`` (policy(obs)) and ``eta`` save the caller a forward pass it already made."""
+    mean, log_std = policy(obs) if policy_out is None else policy_out
     std = torch.exp(log_std)
     xi = ((pre_squash(action) - mean) / std).detach()
     u = torch.tanh(mean + std * xi)
-    eta = model.infer_noise(obs, action, next_obs).detach()
-    x1 = model.step(obs, u, eta)
+    if eta is None:
+        eta = model.infer_noise(obs, action, next_obs)
+    x1 = model.step(obs, u, eta.detach())
     return reward_fn(obs, u, x1) + gamma * (1.0 - terminal) * value_fn(x1)
 
 
@@ -293,30 +297,39 @@ class SVGAgent:
         logp_b = batch.get(BEHAVIOUR_LOGP)
         logp_b = None if logp_b is None else torch.as_tensor(logp_b, dtype=torch.float32)
         net = self.net
-        model_loss = net.model.nll(obs, action, next_obs) + torch.mean(
+        # model and reward model: maximum likelihood of x', least squares of r
+        pred = net.model.mean(obs, action)
+        log_sig = net.model.noise_log_std()
+        model_loss = -gaussian_log_prob(next_obs, pred, log_sig).mean() + torch.mean(
             (net.reward(obs, action, next_obs) - reward) ** 2
         )
+        eta = ((next_obs - pred) * torch.exp(-log_sig)).detach()  # the model noise of x'
+        policy_out = net.actor(obs)
         with torch.no_grad():
-            mean, log_std = net.actor(obs)
+            mean, log_std = (t.detach() for t in policy_out)
             w = importance_weights(gaussian_log_prob(pre_squash(action), mean, log_std), logp_b)
             y = value_target(reward, self.target(next_obs), terminal, self.cfg.gamma)
         value_loss = torch.mean(w * (y - net.value(obs)) ** 2)
         objective = svg1_value(
             net.actor, net.model, net.reward, net.value, obs, action, next_obs, terminal,
-            self.cfg.gamma,
+            self.cfg.gamma, policy_out=policy_out, eta=eta,
         )  # fmt: skip
         actor_loss = -torch.mean(w * objective)
-        losses = (model_loss, value_loss, actor_loss)
-        if not all(torch.isfinite(v) for v in losses):
+        if not (
+            torch.isfinite(model_loss) and torch.isfinite(value_loss) and torch.isfinite(actor_loss)
+        ):
             self.skipped_updates += 1
             return float("nan")
+        # pi's loss must not train V or the models, so its gradient is taken alone; the model
+        # and value losses share no parameters and go in one pass.
+        actor_grads = torch.autograd.grad(actor_loss, self._actor_params, retain_graph=True)
+        other = self._model_params + self._value_params
+        other_grads = torch.autograd.grad(model_loss + value_loss, other)
+        for p, g in zip(self._actor_params + other, actor_grads + other_grads):
+            p.grad = g
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip is not None else float("inf")
         finite = True
-        for loss, (params, _opt) in zip(losses, self._groups):
-            # each loss moves only its own networks (pi's loss does not train V or the model)
-            grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-            for p, g in zip(params, grads):
-                p.grad = torch.zeros_like(p) if g is None else g
+        for params, _opt in self._groups:
             norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
             finite = finite and bool(torch.isfinite(norm))
         if not finite:
