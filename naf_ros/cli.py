@@ -32,7 +32,9 @@ def _train(args: argparse.Namespace) -> int:
             recorder = None
             if cfg.bag.record:
                 recorder = stack.enter_context(BagRecorder(trainer.run_dir / cfg.bag.record))
-            print(f"training NAF on {cfg.env.id} -> {trainer.run_dir}", flush=True)
+            print(
+                f"training {cfg.agent.algorithm} on {cfg.env.id} -> {trainer.run_dir}", flush=True
+            )
             summary = trainer.train(resume=args.resume, recorder=recorder)
     except BagError as exc:
         print(f"naf-ros: {exc}", file=sys.stderr)

@@ -45,8 +45,10 @@ class EnvConfig:
 @dataclass
 class AgentConfig:
     # naf: Q from the normalized advantage function (the paper's method); ddpg: deterministic
-    # actor + Q critic (the paper's Table 1 baseline), same hidden sizes, I, tau and Adam.
-    algorithm: str = field(default="naf", metadata=_choice("naf", "ddpg"))
+    # actor + Q critic (the paper's Table 1 baseline), same hidden sizes, I, tau and Adam;
+    # svg1er: SVG(1) with experience replay (Heess et al. 2015), a Gaussian policy improved
+    # through a learned one-step model and V(x); it explores with exploration.kind 'policy'.
+    algorithm: str = field(default="naf", metadata=_choice("naf", "ddpg", "svg1er"))
     hidden: list = field(default_factory=lambda: [200, 200])
     shared_trunk: bool = False
     batch_norm: bool = False
@@ -76,7 +78,10 @@ class AgentConfig:
 
 @dataclass
 class ExplorationConfig:
-    kind: str = field(default="ou", metadata=_choice("ou", "precision", "gaussian", "none"))
+    # policy: the agent's own stochastic policy explores (svg1er only; scale is then unused)
+    kind: str = field(
+        default="ou", metadata=_choice("ou", "precision", "gaussian", "none", "policy")
+    )
     scale: float = field(default=0.3, metadata=NONNEG)
     ou_theta: float = field(default=0.15, metadata=TAU)
     precision_ema: float = field(default=0.01, metadata=TAU)
@@ -258,7 +263,40 @@ def config_from_dict(data: dict | None) -> Config:
             "exploration.kind: 'precision' needs NAF's P(x), which agent.algorithm 'ddpg' does "
             "not have; use ou, gaussian or none"
         )
+    _check_svg(cfg)
     return cfg
+
+
+def _check_svg(cfg: Config) -> None:
+    """SVG(1)-ER's combinations: its Gaussian policy is its exploration (the replay's
+    importance weights need that density), it learns its own model, and batch norm would make
+    the inferred policy noise depend on the minibatch."""
+    svg = cfg.agent.algorithm == "svg1er"
+    kind = cfg.exploration.kind
+    if not svg and kind == "policy":
+        raise ConfigError(
+            f"exploration.kind: 'policy' needs a stochastic policy, which agent.algorithm "
+            f"{cfg.agent.algorithm!r} does not have; use it with svg1er"
+        )
+    if not svg:
+        return
+    if kind != "policy":
+        if kind == "precision":
+            raise ConfigError(
+                "exploration.kind: 'precision' needs NAF's P(x), which agent.algorithm 'svg1er' "
+                "does not have; svg1er explores with its own Gaussian policy: use policy"
+            )
+        raise ConfigError(
+            f"exploration.kind: {kind!r} does not fit agent.algorithm 'svg1er', which explores "
+            "with its own Gaussian policy (its importance weights need that density); use policy"
+        )
+    if cfg.model_based.enabled:
+        raise ConfigError(
+            "model_based.enabled: NAF's imagination rollouts; agent.algorithm 'svg1er' learns "
+            "its own one-step model instead; set it to false"
+        )
+    if cfg.agent.batch_norm:
+        raise ConfigError("agent.batch_norm: not supported by agent.algorithm 'svg1er'")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

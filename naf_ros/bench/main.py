@@ -20,11 +20,11 @@ def main(argv: list[str] | None = None) -> int:
         from naf_ros.bench.model_error import main as model_error_main
 
         return model_error_main(argv[1:])
-    if argv[:1] == ["precision"]:  # NAF vs DDPG tip precision (its own options)
+    if argv[:1] == ["precision"]:  # NAF/DDPG/SVG(1)-ER tip precision (own options)
         from naf_ros.bench.precision import main as precision_main
 
         return precision_main(argv[1:])
-    if argv[:1] == ["table1"]:  # the paper's Table 1, NAF vs DDPG (its own options)
+    if argv[:1] == ["table1"]:  # the paper's Table 1: NAF, DDPG, SVG(1)-ER (own options)
         from naf_ros.bench.table1 import main as table1_main
 
         return table1_main(argv[1:])

@@ -1,8 +1,10 @@
-"""``naf-ros bench precision``: how precisely NAF and DDPG policies hold the fingertip still.
+"""``naf-ros bench precision``: how precisely NAF, DDPG and SVG(1)-ER policies hold the
+fingertip still.
 
 Why: the paper's qualitative finding (§6.1, Figure 1b) is that on the reacher DDPG's
 deterministic policy keeps the tip fluctuating around the target while NAF's slows down and
-settles on it. This suite measures that: both methods train on the fixed-target 3-DOF
+settles on it (SVG(1)-ER, a stochastic policy evaluated at its mean, is the third point of
+comparison). This suite measures that: every method trains on the fixed-target 3-DOF
 reacher with the same step budget, seeds and hyperparameters; the trainer's evaluation
 records the tip distance and tip speed (successive fingertip positions from the task's
 forward kinematics) over the last 10 steps of each evaluation episode. Reported per method:
@@ -156,14 +158,15 @@ def bench_precision(args: argparse.Namespace) -> dict:
         "envs": {REACHER_FIXED: variants},
     }
     print(f"\n{REACHER_FIXED}: last {variants[next(iter(variants))]['precision']['steps']} steps")
-    print(f"{'method':8s} {'final return':>12s} {'tip (m)':>17s} {'tip speed (m/s)':>17s}")
+    print(f"{'method':9s} {'final return':>12s} {'tip (m)':>17s} {'tip speed (m/s)':>17s}")
     for label, v in variants.items():
         d, s = v["precision"]["tip_distance"], v["precision"]["tip_speed"]
         print(
-            f"{label:8s} {v['final_eval_return']:12.3f} "
+            f"{label:9s} {v['final_eval_return']:12.3f} "
             f"{_pm(d['mean'], d['std_within_run']):>17s} {_pm(s['mean'], s['std_within_run']):>17s}"
         )
-    out = finish("precision", args.out, payload, "Precision: NAF vs DDPG")
+    title = " vs ".join(METHODS[m] for m in args.methods)
+    out = finish("precision", args.out, payload, f"Precision: {title}")
     plot_precision(variants, results, args.out / "precision.png")
     return out
 
@@ -177,8 +180,9 @@ def _pm(mean, std) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="naf-ros bench precision",
-        description="NAF vs DDPG on the fixed-target 3-DOF reacher: tip distance and tip speed "
-        "over the last 10 steps of the evaluation episodes (same budget and seeds).",
+        description="NAF vs DDPG vs SVG(1)-ER on the fixed-target 3-DOF reacher: tip distance "
+        "and tip speed over the last 10 steps of the evaluation episodes (same budget and "
+        "seeds).",
     )
     add_method_args(parser)
     parser.add_argument("--episodes", type=int, default=200, help="training episodes per run")

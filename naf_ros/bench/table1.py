@@ -1,9 +1,12 @@
-"""``naf-ros bench table1``: the paper's Table 1 comparison, NAF against DDPG, N seeds each.
+"""``naf-ros bench table1``: the paper's Table 1 comparison, NAF against DDPG and SVG(1)-ER,
+N seeds each.
 
 Why: the paper's headline claim is that NAF reaches a good policy in fewer episodes than
 DDPG with like-for-like networks (two hidden layers per output, I = 5 updates of every
-network per real step, Adam, soft targets). Both run here on the same trainer, learner,
+network per real step, Adam, soft targets). All run here on the same trainer, learner,
 replay and exploration code (``agent.algorithm``), so any difference is the algorithm's.
+SVG(1)-ER explores with its own Gaussian policy (``exploration.kind: policy``, whose density
+its importance weights need) where the others take ``--exploration``.
 
 Reported per task: the paper's measure (the first evaluation at which a method's
 seed-averaged curve is within 5% of the best seed-averaged return of *any* method), final
@@ -11,8 +14,6 @@ and best evaluation returns, and one PNG of learning curves per task with every 
 seed mean and a min-max band over seeds. Each task has a step budget flag; an episode-based
 run stops at the budget (``train.max_steps``), which also bounds tasks whose episodes end
 early (InvertedDoublePendulum).
-
-SVG(1)-ER (the paper's third comparison, heess2015) is not implemented.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ from pathlib import Path
 import numpy as np
 
 from naf_ros.bench.common import aggregate, finish, mark_threshold, run_jobs
-
-NOT_IMPLEMENTED = "SVG(1)-ER (heess2015) is not implemented: only naf and ddpg run."
 
 # name -> (Gymnasium id, default step budget, default evaluation period in episodes)
 TASKS: dict[str, tuple[str, int, int]] = {
@@ -37,7 +36,7 @@ TASKS: dict[str, tuple[str, int, int]] = {
 }
 ENDS_EARLY = {"InvertedDoublePendulum-v5"}  # terminal states: episodes shorter than the limit
 DEFAULT_TASKS = ["reacher3-fixed", "reacher3-random", "reacher-v5"]
-METHODS = {"naf": "NAF", "ddpg": "DDPG"}
+METHODS = {"naf": "NAF", "ddpg": "DDPG", "svg1er": "SVG(1)-ER"}
 
 
 def budget_episodes(env_id: str, steps: int) -> int:
@@ -61,18 +60,23 @@ def hidden_list(text: str) -> list[int]:
 
 def add_method_args(parser: argparse.ArgumentParser) -> None:
     """Options every comparison suite shares: what runs, how many seeds, the hyperparameters
-    both methods get alike."""
+    every method gets alike."""
     parser.add_argument("--out", type=Path, default=Path("bench_results"))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
         "--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
-        help="algorithms to compare (" + NOT_IMPLEMENTED + ")",
+        help="algorithms to compare",
     )  # fmt: skip
     parser.add_argument("--hidden", type=hidden_list, default=[200, 200])
-    parser.add_argument("--lr", type=float, default=None, help="Adam lr (DDPG: the critic's)")
-    parser.add_argument("--actor-lr", type=float, default=None, help="DDPG actor lr (None: lr)")
-    parser.add_argument("--exploration", choices=["ou", "gaussian"], default="ou")
+    parser.add_argument(
+        "--lr", type=float, default=None, help="Adam lr (DDPG: the critic's; SVG: V and models)"
+    )
+    parser.add_argument("--actor-lr", type=float, default=None, help="DDPG/SVG actor lr (None: lr)")
+    parser.add_argument(
+        "--exploration", choices=["ou", "gaussian"], default="ou",
+        help="NAF's and DDPG's exploration (SVG(1)-ER samples its own policy)",
+    )  # fmt: skip
     parser.add_argument("--noise", type=float, default=0.3, help="exploration scale")
     parser.add_argument("--updates-per-step", type=int, default=None, help="I (default 5)")
     parser.add_argument("--warmup-steps", type=int, default=None)
@@ -80,7 +84,8 @@ def add_method_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run_config(args: argparse.Namespace, method: str, env_id: str, seed: int, train: dict) -> dict:
-    """One run's config: the same everything for every method but ``agent.algorithm``."""
+    """One run's config: the same everything for every method but ``agent.algorithm`` (and
+    SVG(1)-ER's exploration, its own policy)."""
     agent: dict = {"algorithm": method, "hidden": list(args.hidden)}
     for key, value in (
         ("lr", args.lr),
@@ -93,7 +98,10 @@ def run_config(args: argparse.Namespace, method: str, env_id: str, seed: int, tr
     return {
         "env": {"id": env_id},
         "agent": agent,
-        "exploration": {"kind": args.exploration, "scale": args.noise},
+        "exploration": {
+            "kind": "policy" if method == "svg1er" else args.exploration,
+            "scale": args.noise,
+        },
         "train": {
             **train,
             "seed": seed,
@@ -166,11 +174,11 @@ def _no_none(results: list[dict]) -> list[dict]:
 def print_rows(task: str, env_id: str, variants: dict) -> None:
     print(f"\n{task} ({env_id})")
     print(
-        f"{'method':8s} {'final':>9s} {'best':>9s} {'best mean':>9s} {'ep to 5%':>8s} {'seeds':>5s}"
+        f"{'method':9s} {'final':>9s} {'best':>9s} {'best mean':>9s} {'ep to 5%':>8s} {'seeds':>5s}"
     )
     for label, v in variants.items():
         print(
-            f"{label:8s} {v['final_eval_return']:9.3f} {v['best_eval_return']:9.3f} "
+            f"{label:9s} {v['final_eval_return']:9.3f} {v['best_eval_return']:9.3f} "
             f"{v['best_mean_eval_return']:9.3f} {v['episodes_to_threshold']!s:>8s} "
             f"{len(v['seeds']):5d}"
         )
@@ -181,7 +189,6 @@ def bench_table1(args: argparse.Namespace) -> dict:
         "suite": "table1",
         "threshold_rule": "first evaluation within 5% of the best seed-averaged return of any "
         "method (paper Table 1)",
-        "not_implemented": NOT_IMPLEMENTED,
         "methods": [METHODS[m] for m in args.methods],
         "seeds": args.seeds,
         "tasks": {},
@@ -217,18 +224,19 @@ def bench_table1(args: argparse.Namespace) -> dict:
         all_bands[env_id] = seed_bands(results)
         payload["tasks"][task]["bands"] = all_bands[env_id]
         print_rows(task, env_id, variants)
-    out = finish("table1", args.out, payload, "Table 1: NAF vs DDPG")
+    title = " vs ".join(METHODS[m] for m in args.methods)
+    out = finish("table1", args.out, payload, f"Table 1: {title}")
     for env_id, variants in payload["envs"].items():  # replace the plain curves with banded ones
         path = args.out / f"table1_{env_id.replace('/', '_')}.png"
-        plot_bands(variants, all_bands[env_id], path, f"NAF vs DDPG: {env_id}")
+        plot_bands(variants, all_bands[env_id], path, f"{title}: {env_id}")
     return out
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="naf-ros bench table1",
-        description="The paper's Table 1: NAF vs DDPG, episodes to within 5% of the best, "
-        "final and best returns, learning curves with seed bands. " + NOT_IMPLEMENTED,
+        description="The paper's Table 1: NAF vs DDPG vs SVG(1)-ER, episodes to within 5% of "
+        "the best, final and best returns, learning curves with seed bands.",
     )
     add_method_args(parser)
     parser.add_argument(

@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="graph mode (default: the YAML's)",
     )
     p.add_argument("--episodes", type=int, default=None, help="training episodes per arm")
-    p.add_argument("--exploration", choices=("ou", "precision", "gaussian", "none"))
+    p.add_argument("--exploration", choices=("ou", "precision", "gaussian", "none", "policy"))
     p.add_argument("--model", choices=("linear", "nn", "true"), help="model_based.model")
     p.add_argument("--controller-name", default=None, help="effort controller name")
     p.add_argument(

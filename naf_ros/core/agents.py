@@ -1,4 +1,4 @@
-"""The agent factory: ``agent.algorithm`` picks NAF or DDPG behind one interface.
+"""The agent factory: ``agent.algorithm`` picks NAF, DDPG or SVG(1)-ER behind one interface.
 
 Why a factory: the learner, the trainer and the policy node only use what both agents share
 (``update``, ``act``, ``mu_batch``, ``state_dict``, ``weight_arrays`` ...), so the one place
@@ -10,13 +10,14 @@ from __future__ import annotations
 from naf_ros.config import AgentConfig, ConfigError
 from naf_ros.core.ddpg import DDPGAgent
 from naf_ros.core.naf import NAFAgent
+from naf_ros.core.svg import SVGAgent
 
-ALGORITHMS = ("naf", "ddpg")
+ALGORITHMS = ("naf", "ddpg", "svg1er")
 
 
 def make_agent(
     cfg: AgentConfig, obs_dim: int, act_dim: int, seed: int = 0, device: str = "cpu"
-) -> NAFAgent | DDPGAgent:
+) -> NAFAgent | DDPGAgent | SVGAgent:
     """A fresh agent of ``cfg.algorithm`` (the config schema has validated the name) that
     trains on ``device`` (the learner passes ``agent.device``; acting copies stay on CPU)."""
     if cfg.algorithm == "naf":
@@ -25,4 +26,10 @@ def make_agent(
         if str(device) != "cpu":
             raise ConfigError(f"agent.device: {device!r}; DDPG trains on the CPU only (so far)")
         return DDPGAgent(obs_dim, act_dim, cfg, seed=seed)
-    raise ValueError(f"agent.algorithm: unknown {cfg.algorithm!r}; allowed: naf, ddpg")
+    if cfg.algorithm == "svg1er":
+        if str(device) != "cpu":
+            raise ConfigError(f"agent.device: {device!r}; SVG(1)-ER trains on the CPU only")
+        return SVGAgent(obs_dim, act_dim, cfg, seed=seed)
+    raise ValueError(
+        f"agent.algorithm: unknown {cfg.algorithm!r}; allowed: {', '.join(ALGORITHMS)}"
+    )

@@ -75,7 +75,13 @@ class Learner:
         self.agent = make_agent(
             cfg.agent, obs_dim, act_dim, seed=cfg.train.seed, device=cfg.agent.device
         )
-        self.replay = ReplayBuffer(obs_dim, act_dim, cfg.agent.replay_capacity)
+        # An off-policy agent with a stochastic policy (SVG(1)-ER) weighs replayed rows by
+        # pi/mu: R then keeps mu's log-density of each action, computed on arrival.
+        self._behaviour_log_prob = getattr(self.agent, "behaviour_log_prob", None)
+        self.replay = ReplayBuffer(
+            obs_dim, act_dim, cfg.agent.replay_capacity,
+            behaviour_logp=self._behaviour_log_prob is not None,
+        )  # fmt: skip
         self.fictional = ReplayBuffer(obs_dim, act_dim, mb.imagination_capacity)
         self.B_f: deque[np.ndarray] = deque(maxlen=mb.episodes_per_fit)
         self.B_old: list[np.ndarray] = []
@@ -143,8 +149,9 @@ class Learner:
         c = self.counters
         self._episode_index = c.episodes
         ok = self.replay.add(
-            tr["obs"], tr["action"], tr["reward"], tr["next_obs"], tr["terminal"], tr["t"]
-        )
+            tr["obs"], tr["action"], tr["reward"], tr["next_obs"], tr["terminal"], tr["t"],
+            behaviour_logp=self._behaviour_logp(tr),
+        )  # fmt: skip
         if not ok:
             c.rejected_replay += 1
         self._track_states(producer, tr)
@@ -155,6 +162,19 @@ class Learner:
         if self.warm and self.imagination_active and c.transitions % m == 0:
             self.rollout_imagination()
         return ok
+
+    def _behaviour_logp(self, tr: dict) -> float | None:
+        """mu's log-density of ``tr``'s action: the transition's own ``behaviour_logp`` if
+        its producer sent one, else the agent's policy now (in the trainer, the policy that
+        just acted; behind the ROS graph, the learner's copy, a few updates past the
+        published one that acted). None where the agent needs none."""
+        if self._behaviour_log_prob is None:
+            return None
+        if tr.get("behaviour_logp") is not None:
+            return float(tr["behaviour_logp"])
+        if not np.isfinite(np.asarray(tr["obs"], float)).all():
+            return None  # R refuses the row anyway
+        return self._behaviour_log_prob(tr["obs"], tr["action"])
 
     def _track_states(self, producer: int, tr: dict) -> None:
         """Collect each producer's episode states; a complete episode joins B_f."""

@@ -1,4 +1,5 @@
-"""Exploration noise: Ornstein-Uhlenbeck, precision (NAF-P, paper §8.2) and plain Gaussian.
+"""Exploration noise: Ornstein-Uhlenbeck, precision (NAF-P, paper §8.2), plain Gaussian, and
+the standard normal xi a stochastic policy (SVG(1)-ER) scales itself.
 
 All processes share one form, n_{k+1} = (1 - theta) n_k + e_k, and differ in the innovation
 e_k. Gaussian is the theta = 1 case (temporally independent).
@@ -40,6 +41,17 @@ class ExplorationNoise:
 class ZeroNoise(ExplorationNoise):
     def innovation(self, lower):
         return np.zeros(self.act_dim)
+
+
+class PolicyNoise(ExplorationNoise):
+    """Standard normal draws xi ~ N(0, I), independent per step: the exogenous noise of a
+    stochastic policy a = tanh(m(x) + sigma(x) xi) (SVG(1)-ER). The policy scales it, so
+    ``scale`` is unused; it comes from the caller's generator so runs stay reproducible."""
+
+    standard_normal = True  # what a stochastic policy checks before using it as its xi
+
+    def __init__(self, act_dim: int, rng: np.random.Generator):
+        super().__init__(act_dim, 1.0, 1.0, rng)
 
 
 class PrecisionNoise(ExplorationNoise):
@@ -106,4 +118,6 @@ def make_noise(kind: str, act_dim: int, scale: float, theta: float, rng, ema: fl
         return PrecisionNoise(act_dim, scale, theta, rng, ema)
     if kind == "none":
         return ZeroNoise(act_dim, 0.0, 1.0, rng)
+    if kind == "policy":
+        return PolicyNoise(act_dim, rng)
     raise ValueError(f"exploration.kind: unknown {kind!r}")

@@ -7,6 +7,9 @@ import torch
 
 FIELDS = ("obs", "action", "reward", "next_obs", "terminal", "step")
 FLOAT_FIELDS = ("obs", "action", "reward", "next_obs", "terminal")  # what an update reads
+# Optional column: the behaviour policy's log-density of the stored action (SVG(1)-ER's
+# importance weights); NaN where it is unknown (bags, old checkpoints).
+BEHAVIOUR_LOGP = "behaviour_logp"
 F32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -27,18 +30,25 @@ class ReplayBuffer:
     non-finite or beyond float32 range.
 
     ``terminal`` is 1 only for true terminal states; a time-limit truncation is stored as 0
-    so that the target bootstraps through it.
+    so that the target bootstraps through it. With ``behaviour_logp`` each row also keeps the
+    log-density the acting policy gave its action (an off-policy agent's importance weights);
+    that column may be NaN (unknown) and is not checked for storability.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, capacity: int) -> None:
+    def __init__(
+        self, obs_dim: int, act_dim: int, capacity: int, behaviour_logp: bool = False
+    ) -> None:
         self.obs_dim, self.act_dim, self.capacity = obs_dim, act_dim, int(capacity)
+        self.has_behaviour_logp = bool(behaviour_logp)
+        float_fields = FLOAT_FIELDS + ((BEHAVIOUR_LOGP,) if behaviour_logp else ())
+        self._fields = FIELDS + ((BEHAVIOUR_LOGP,) if behaviour_logp else ())
         # The float fields are column blocks of one row-major array, so a minibatch is one
         # gather and one copy to the training device (sample_tensors).
-        widths = (obs_dim, act_dim, 1, obs_dim, 1)
+        widths = (obs_dim, act_dim, 1, obs_dim, 1) + ((1,) if behaviour_logp else ())
         self._rows = np.zeros((self.capacity, sum(widths)), np.float32)
         self._columns: dict[str, slice] = {}
         start = 0
-        for name, width in zip(FLOAT_FIELDS, widths):
+        for name, width in zip(float_fields, widths):
             self._columns[name] = slice(start, start + width)
             start += width
         self.obs = self._rows[:, self._columns["obs"]]
@@ -46,6 +56,8 @@ class ReplayBuffer:
         self.reward = self._rows[:, self._columns["reward"].start]
         self.next_obs = self._rows[:, self._columns["next_obs"]]
         self.terminal = self._rows[:, self._columns["terminal"].start]
+        if behaviour_logp:
+            self.behaviour_logp = self._rows[:, self._columns[BEHAVIOUR_LOGP].start]
         self.step = np.zeros(self.capacity, np.int32)
         self.size = 0
         self.cursor = 0
@@ -55,8 +67,18 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return self.size
 
-    def add(self, obs, action, reward, next_obs, terminal: bool, step: int = 0) -> bool:
-        """Append one transition; returns False (and counts it) if it is not storable."""
+    def add(
+        self,
+        obs,
+        action,
+        reward,
+        next_obs,
+        terminal: bool,
+        step: int = 0,
+        behaviour_logp: float | None = None,
+    ) -> bool:
+        """Append one transition; returns False (and counts it) if it is not storable.
+        ``behaviour_logp`` (None: unknown, stored as NaN) only where the buffer has it."""
         obs = np.asarray(obs, np.float64)
         action = np.asarray(action, np.float64)
         next_obs = np.asarray(next_obs, np.float64)
@@ -71,12 +93,16 @@ class ReplayBuffer:
         i = self.cursor
         self.obs[i], self.action[i], self.reward[i] = obs, action, reward
         self.next_obs[i], self.terminal[i], self.step[i] = next_obs, float(terminal), step
+        if self.has_behaviour_logp:
+            self.behaviour_logp[i] = np.nan if behaviour_logp is None else behaviour_logp
         self.cursor = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
         self.added += 1
         return True
 
-    def add_batch(self, obs, action, reward, next_obs, terminal, step=None) -> int:
+    def add_batch(
+        self, obs, action, reward, next_obs, terminal, step=None, behaviour_logp=None
+    ) -> int:
         """Vectorised add (imagination rollouts); unstorable rows are dropped and counted."""
         obs, action, next_obs = (np.asarray(a, np.float64) for a in (obs, action, next_obs))
         reward = np.asarray(reward, np.float64).reshape(-1)
@@ -96,6 +122,11 @@ class ReplayBuffer:
         self.obs[slots], self.action[slots] = obs[idx], action[idx]
         self.reward[slots], self.next_obs[slots] = reward[idx], next_obs[idx]
         self.terminal[slots], self.step[slots] = terminal[idx], step[idx]
+        if self.has_behaviour_logp:
+            logp = np.full(len(reward), np.nan)
+            if behaviour_logp is not None:
+                logp = np.asarray(behaviour_logp, np.float64).reshape(-1)
+            self.behaviour_logp[slots] = logp[idx]
         self.cursor = int((self.cursor + len(idx)) % self.capacity)
         self.size = min(self.size + len(idx), self.capacity)
         self.added += len(idx)
@@ -107,14 +138,14 @@ class ReplayBuffer:
         if n == self.size:
             return
         order = (np.arange(self.size - n, self.size) + (self.cursor - self.size)) % self.capacity
-        for name in FIELDS:
+        for name in self._fields:
             arr = getattr(self, name)
             arr[:n] = arr[order]
         self.size, self.cursor = n, n % self.capacity
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         idx = rng.integers(0, self.size, size=batch_size)
-        return {name: getattr(self, name)[idx] for name in FIELDS}
+        return {name: getattr(self, name)[idx] for name in self._fields}
 
     def sample_tensors(
         self, batch_size: int, rng: np.random.Generator, device: torch.device
@@ -125,17 +156,19 @@ class ReplayBuffer:
         rows = torch.from_numpy(self._rows[idx]).to(device)
         out = {name: rows[:, cols] for name, cols in self._columns.items()}
         out["reward"], out["terminal"] = out["reward"][:, 0], out["terminal"][:, 0]
+        if self.has_behaviour_logp:
+            out[BEHAVIOUR_LOGP] = out[BEHAVIOUR_LOGP][:, 0]
         return out
 
     def state_dict(self) -> dict:
         n = self.size
         order = (np.arange(n) + (self.cursor - n)) % self.capacity  # oldest first
-        data = {name: getattr(self, name)[order].copy() for name in FIELDS}
+        data = {name: getattr(self, name)[order].copy() for name in self._fields}
         data.update(capacity=self.capacity, rejected=self.rejected, added=self.added)
         return data
 
     def load_state_dict(self, data: dict) -> None:
-        self.__init__(self.obs_dim, self.act_dim, int(data["capacity"]))
+        self.__init__(self.obs_dim, self.act_dim, int(data["capacity"]), self.has_behaviour_logp)
         n = len(data["reward"])
         self.add_batch(
             data["obs"],
@@ -144,6 +177,7 @@ class ReplayBuffer:
             data["next_obs"],
             data["terminal"],
             data["step"],
+            data.get(BEHAVIOUR_LOGP),  # a checkpoint without the column: unknown (NaN)
         )
         self.rejected, self.added = int(data["rejected"]), int(data["added"])
         assert self.size == min(n, self.capacity)
