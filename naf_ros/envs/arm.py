@@ -11,6 +11,14 @@ dropped before MuJoCo sees it, and ``fusestatic="false"`` keeps fixed-joint link
 ``tool0``) as frames a tip can name. The model then has no collision geometry: the sim built
 on it has no contacts (no self-collision), which reaching does not need.
 
+What MuJoCo's URDF import cannot take from plain URDF is read here and applied to the spec:
+a joint's rotor inertia (MuJoCo's ``armature``) from Drake's transmission extension
+(``<drake:rotor_inertia>`` x ``<drake:gear_ratio>``^2 on a ``<transmission>``'s actuator), and
+the joint limits become hard end stops (MuJoCo's limit time constant of two physics steps,
+not its soft default of 0.02 s, which lets a joint sink far past a URDF's limit). The
+``ros2_control`` tag's position ``initial_value`` per joint, where given, is the arm's
+``initial_positions`` (where a mock system starts; the environments' default home pose).
+
 The tip is a site, a body (URDF link) frame, or a body plus an offset in its frame; its
 position and Jacobian are expressed in the base body's frame (default: the world, i.e. the
 URDF's root). Only the joints on the chain from the base to the tip count; they must be
@@ -84,6 +92,50 @@ def _urdf_velocity_limits(root: ET.Element) -> dict[str, float]:
     return found
 
 
+DRAKE_NS = "{http://drake.mit.edu}"
+
+
+def _float_or_none(text: str | None) -> float | None:
+    try:
+        value = float(text) if text is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _urdf_rotor_inertia(root: ET.Element) -> dict[str, float]:
+    """Joint armature (reflected rotor inertia) per joint from Drake's transmission extension:
+    ``rotor_inertia * gear_ratio**2`` (gear ratio 1 when absent)."""
+    found = {}
+    for transmission in root.findall("transmission"):
+        joint, actuator = transmission.find("joint"), transmission.find("actuator")
+        if joint is None or actuator is None or not joint.get("name"):
+            continue
+        rotor = actuator.find(f"{DRAKE_NS}rotor_inertia")
+        inertia = _float_or_none(rotor.get("value")) if rotor is not None else None
+        if inertia is None or inertia < 0:
+            continue
+        gear = actuator.find(f"{DRAKE_NS}gear_ratio")
+        ratio = _float_or_none(gear.get("value")) if gear is not None else 1.0
+        found[joint.get("name")] = inertia * (ratio if ratio is not None else 1.0) ** 2
+    return found
+
+
+def _urdf_initial_positions(root: ET.Element) -> dict[str, float]:
+    """Each joint's ``initial_value`` of its ``position`` state interface in ``<ros2_control>``."""
+    found = {}
+    for control in root.findall("ros2_control"):
+        for joint in control.findall("joint"):
+            for state in joint.findall("state_interface"):
+                if state.get("name") != "position":
+                    continue
+                for param in state.findall("param"):
+                    value = _float_or_none(param.text)
+                    if param.get("name") == "initial_value" and value is not None:
+                        found[str(joint.get("name"))] = value
+    return found
+
+
 def _per_joint(what: str, spec: LimitSpec, names: Sequence[str]) -> dict[str, float]:
     """A limit given as a number, a list in ``names`` order or ``{joint: value}``."""
     if spec is None:
@@ -113,7 +165,8 @@ class ArmModel:
     (``±inf`` where unlimited), ``velocity_limits`` (``inf`` where unknown), ``effort_limits``
     (N·m or N), ``tip``, ``tip_offset``, ``base``, ``gravity`` (world frame), ``kind``
     (``"mjcf"``/``"urdf"``), ``source`` (the path or ``"<robot_description string>"``) and
-    ``notes``: one line per value that did not come from the description, for the start-up log.
+    ``notes``: one line per value that did not come from the description, for the start-up log;
+    ``initial_positions``: a URDF's ros2_control initial values (None unless every joint has one).
     """
 
     def __init__(
@@ -130,8 +183,11 @@ class ArmModel:
         effort: LimitSpec = None,
         velocity: LimitSpec = None,
         description_velocity: Mapping[str, float] | None = None,
+        description_armature: Mapping[str, float] | None = None,
+        description_initial: Mapping[str, float] | None = None,
     ) -> None:
         self.kind, self.source, self.path, self._xml = kind, source, path, xml
+        self._armature = dict(description_armature or {})
         spec = self._parse()  # find the tip before adding a site for it
         self.tip, self.tip_offset = self._resolve_tip(spec, tip, tip_offset)
         self._tip_is_site = tip_offset is None and self._has_site(spec, self.tip)
@@ -177,6 +233,12 @@ class ArmModel:
             "velocity", dict(description_velocity or {}), velocity, notes, required=False
         )
         self.notes: tuple[str, ...] = tuple(notes)
+        initial = dict(description_initial or {})
+        self.initial_positions: np.ndarray | None = (
+            np.array([initial[n] for n in self.joint_names], dtype=float)
+            if all(n in initial for n in self.joint_names)
+            else None
+        )
         self._local = threading.local()
         self.reach = self._reach()
 
@@ -220,14 +282,17 @@ class ArmModel:
         except ET.ParseError as err:
             raise ArmModelError(f"{source}: not XML ({err})") from None
         if root.tag == "robot":
-            xml = _urdf_for_mujoco(root)
             velocity = _urdf_velocity_limits(root)
+            armature, initial = _urdf_rotor_inertia(root), _urdf_initial_positions(root)
+            xml = _urdf_for_mujoco(root)
             return cls(
                 kind="urdf",
                 source=source,
                 path=None,
                 xml=xml,
                 description_velocity=velocity,
+                description_armature=armature,
+                description_initial=initial,
                 **options,
             )
         if root.tag == "mujoco":
@@ -256,7 +321,17 @@ class ArmModel:
             raise ArmModelError(
                 f"{self.source}: MuJoCo cannot load it: {_first_line(err)}"
             ) from None
+        if self.kind == "urdf":
+            self._urdf_dynamics(spec)
         return spec
+
+    def _urdf_dynamics(self, spec: mujoco.MjSpec) -> None:
+        """What plain URDF cannot tell MuJoCo (module docstring): rotor inertia, hard stops."""
+        stop = [2.0 * spec.option.timestep, 1.0]
+        for joint in spec.joints:
+            joint.solref_limit = stop
+            if joint.name in self._armature:
+                joint.armature = self._armature[joint.name]
 
     @property
     def _site_name(self) -> str:

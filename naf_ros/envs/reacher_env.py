@@ -60,8 +60,9 @@ class ArmReachEnv(gym.Env):
     :meth:`ArmModel.load`. ``fixed_target`` selects the single-target variant (its
     initial-state distribution is deliberately narrow, as time-varying linear models need);
     otherwise each episode's target is a reachable tip position, inside ``target_box``
-    when given. Episodes start at ``home`` (default: the MJCF keyframe ``home``, else zero
-    clipped into the limits) plus uniform noise, clipped into the joint limits.
+    when given. Episodes start at ``home`` (default: the MJCF keyframe ``home``, else a URDF's
+    ros2_control initial values, else zero clipped into the limits) plus uniform noise,
+    clipped into the joint limits.
     """
 
     metadata = {"render_modes": []}
@@ -99,6 +100,8 @@ class ArmReachEnv(gym.Env):
         )
         self.target_box = target_box
         home = _home_from_keyframe(arm) if home is None else np.asarray(home, dtype=float)
+        if home is None:
+            home = arm.initial_positions
         if home is None:
             home = np.zeros(arm.n_joints)
         if home.shape != (arm.n_joints,):
