@@ -85,6 +85,31 @@ def test_velocity_limits_from_the_description_else_the_fallback_else_an_error():
         ArmCommand(described, "velocity", gravity_compensation=True)
 
 
+def test_the_envelopes_velocity_limits_hold_under_effort_too():
+    """A URDF's velocity limits bound the effort interface's envelope (the lower of them and
+    safety.velocity): at the limit no effort beyond holding accelerates the joint further."""
+    from naf_ros.core.safety import SafetyEnvelope, SafetyLimits
+
+    urdf = ArmModel.from_file(asset_path("arm7dof.urdf"))
+    effort = ArmCommand(urdf, "effort")
+    assert np.array_equal(effort.envelope_velocity(), ARM7_VELOCITY)
+    assert np.array_equal(effort.envelope_velocity(2.4), np.minimum(ARM7_VELOCITY, 2.4))
+    assert np.isinf(ArmCommand(reacher(), "effort").envelope_velocity()).all()
+    assert np.array_equal(ArmCommand(reacher(), "effort").envelope_velocity(1.5), [1.5] * 3)
+    velocity = ArmCommand(urdf, "velocity")
+    assert np.array_equal(velocity.envelope_velocity(9.0), velocity.velocity_limits)
+
+    limits = SafetyLimits.from_arm(urdf, velocity=effort.envelope_velocity().tolist())
+    envelope = SafetyEnvelope(limits, "effort", 0.02, hold_effort=effort.hold_effort)
+    q = urdf.initial_positions
+    qd = np.zeros(7)
+    qd[6] = ARM7_VELOCITY[6] + 0.1  # the wrist past its limit, still pushed that way
+    envelope.command_received(0.0)
+    safe, reasons = envelope.filter(effort.command(np.ones(7), q), q, qd, 0.0)
+    beyond = safe - effort.gravity(q)
+    assert "velocity_limit" in reasons and beyond[6] <= 0.0 and beyond[:6].min() > 0
+
+
 @pytest.mark.parametrize("make", [arm7, lambda: reacher(1.0)], ids=["arm7", "reacher"])
 def test_a_velocity_command_gives_that_joint_velocity(make):
     arm = make()

@@ -144,6 +144,20 @@ class ArmCommand:
             return self.arm.gravity_effort(self._q(q))
         return np.zeros(self.n)
 
+    def envelope_velocity(self, configured: float | None = None) -> np.ndarray:
+        """The safety envelope's per-joint velocity limits (``configured``: ``safety.velocity``).
+
+        Velocity and position: the command's own limits (the description's, else the
+        configured one), which the commands are scaled to. Effort: the lower of the
+        description's and the configured limit, ``inf`` where neither gives one - a
+        description's velocity limits hold under effort too: the envelope then stops
+        accelerating a joint past them, where a light wrist link under its full effort
+        limit would otherwise spin up without bound within an episode."""
+        if self.interface != EFFORT:
+            return self.velocity_limits.copy()
+        described = np.asarray(self.arm.velocity_limits, dtype=float)
+        return np.minimum(described, np.inf if configured is None else float(configured))
+
     @property
     def hold_effort(self):
         """What the safety envelope holds an effort-commanded arm with (None: zero)."""

@@ -31,7 +31,9 @@ class HomingReset:
     It drives ``rule`` with what the node passes: the command publisher (is a driver
     subscribed, has it acknowledged?), the envelope (e-stop), ``publish_effort`` (a command
     through the envelope), ``send_zero``, and the worker's ``wait`` (raises Stopped on
-    shutdown) and ``next_state`` (the joint state after a given one).
+    shutdown) and ``next_state`` (the joint state after a given one). ``hold`` (effort with
+    gravity compensation: the model's G(q)) is added to the PD effort: without it a
+    gravity-loaded arm sags until the PD's error carries its weight and never gets home.
     """
 
     def __init__(
@@ -45,8 +47,10 @@ class HomingReset:
         send_zero: Callable[[], None],
         wait: Callable[[Callable[[], bool], float], bool],
         next_state: Callable[[JointSample | None], JointSample | None],
+        hold: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         self.rule = rule
+        self.hold = hold
         self.cmd_pub = cmd_pub
         self.envelope = envelope
         self.diag = diag
@@ -94,7 +98,10 @@ class HomingReset:
             if verdict == TIMEOUT:
                 self._failed(state, delivered)
                 return None
-            self.publish_effort(rule.command(state.q, state.qd), state)
+            command = rule.command(state.q, state.qd)
+            if self.hold is not None:
+                command = command + self.hold(state.q)
+            self.publish_effort(command, state)
             sent = True
             state = self.next_state(state)
         self.send_zero()

@@ -52,7 +52,6 @@ from naf_ros.core.actor import NumpyActor
 from naf_ros.core.delivery import Producer
 from naf_ros.core.homing import Homing
 from naf_ros.core.safety import (
-    EFFORT,
     POSITION,
     SafetyEnvelope,
     SafetyLimits,
@@ -225,6 +224,7 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
         self.homing = HomingReset(
             homing_rule, self.cmd_pub, self.envelope, self.diag, self.get_logger(),
             self._publish_effort, self._send_zero, self._wait, self._next_state,
+            self.command.hold_effort,
         )  # fmt: skip
         self.estop = Estop(
             self.envelope, self._cmd_lock, self._publish_zero, self.diag, self.get_logger(),
@@ -345,11 +345,7 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
             return SafetyLimits.from_arm(
                 self.arm,
                 position_margin=s.position_margin,
-                velocity=(
-                    (float("inf") if s.velocity is None else s.velocity)
-                    if self.command.interface == EFFORT  # velocity/position: the arm's
-                    else self.command.velocity_limits.tolist()
-                ),
+                velocity=self.command.envelope_velocity(s.velocity).tolist(),
                 restoring_gain=s.restoring_gain,
                 # Lockstep: the sim waits for us, a state is never stale; realtime: it is.
                 command_timeout=s.command_timeout if self.params.mode == "realtime" else None,
