@@ -13,6 +13,18 @@ from typing import Any, get_type_hints
 
 import yaml
 
+# The command interfaces of a ros2_control ForwardCommandController (arm.command_interface);
+# the safety envelope, the command mapping and the sim share these names.
+EFFORT, VELOCITY, POSITION = "effort", "velocity", "position"
+INTERFACES = (EFFORT, VELOCITY, POSITION)
+
+
+def check_interface(interface: str) -> str:
+    """The interface name, or a one-line ValueError listing the valid ones."""
+    if interface not in INTERFACES:
+        raise ValueError(f"command_interface: {interface!r} is not one of {', '.join(INTERFACES)}")
+    return interface
+
 
 class ConfigError(ValueError):
     """A configuration problem; the message is one line naming the key."""
@@ -167,9 +179,7 @@ class ArmConfig:
     tip_offset: list | None = None
     base: str | None = None
     joints: list | None = None
-    command_interface: str = field(
-        default="effort", metadata=_choice("effort", "velocity", "position")
-    )
+    command_interface: str = field(default=EFFORT, metadata=_choice(*INTERFACES))
     gravity_compensation: bool | None = None
     description_timeout: float = field(default=10.0, metadata=POS)
 

@@ -15,13 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from naf_ros.core.plausibility import StatePlausibility
 from naf_ros.core.safety import (
     BAD_INPUT,
     ESTOP,
     WATCHDOG,
     SafetyEnvelope,
     SafetyLimits,
-    StatePlausibility,
 )
 from naf_ros.envs.arm import ArmModel
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from naf_ros.core.safety import EFFORT, VELOCITY
+from naf_ros.config import EFFORT, VELOCITY
 
 HOME = "home"
 TIMEOUT = "timeout"

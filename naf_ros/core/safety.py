@@ -49,9 +49,7 @@ from typing import Any
 
 import numpy as np
 
-# The command interfaces of a ros2_control ForwardCommandController this envelope guards.
-EFFORT, VELOCITY, POSITION = "effort", "velocity", "position"
-INTERFACES = (EFFORT, VELOCITY, POSITION)
+from naf_ros.config import EFFORT, POSITION, VELOCITY, check_interface
 
 # Reasons a filter call changed (or zeroed) the command; also the keys of the counters.
 ESTOP = "estop"
@@ -75,13 +73,6 @@ REASONS = (
 
 PER_JOINT_KEYS = ("effort", "soft_lower", "soft_upper", "velocity", "restoring_gain")
 SCALAR_KEYS = ("command_timeout",)
-
-
-def check_interface(interface: str) -> str:
-    """The interface name, or a one-line ValueError listing the valid ones."""
-    if interface not in INTERFACES:
-        raise ValueError(f"command_interface: {interface!r} is not one of {', '.join(INTERFACES)}")
-    return interface
 
 
 def _as_joint_array(values: Any, n: int) -> np.ndarray:
@@ -592,54 +583,3 @@ class SafetyEnvelope:
             "filter_calls": self.calls,
             **{f"limited_{k}": v for k, v in self.counters.items()},
         }
-
-
-@dataclass(frozen=True)
-class StatePlausibility:
-    """Finite is not enough: a joint state 1e300 rad from home is a broken driver or a bad
-    message, and acting on it would feed garbage to the policy and the learner. A state is
-    plausible when every position lies within the joint's hard range widened by
-    ``position_slack`` (or within ``unlimited_position`` rad for a continuous joint) and
-    every speed is at most ``max_velocity``."""
-
-    lower: tuple[float, ...]
-    upper: tuple[float, ...]
-    position_slack: float = 0.5
-    max_velocity: float = 100.0
-    unlimited_position: float = 1e4
-
-    def __post_init__(self) -> None:
-        if len(self.lower) != len(self.upper):
-            raise ValueError("plausibility: lower and upper need one value per joint")
-        for key in ("position_slack", "max_velocity", "unlimited_position"):
-            value = getattr(self, key)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"plausibility.{key}: {value!r} must be finite and > 0")
-
-    @classmethod
-    def from_arm(cls, arm: Any, **kwargs: float) -> StatePlausibility:
-        return cls(
-            tuple(float(v) for v in arm.joint_lower),
-            tuple(float(v) for v in arm.joint_upper),
-            **kwargs,
-        )
-
-    def check(self, q: np.ndarray, qd: np.ndarray) -> str | None:
-        """None if plausible, else a one-line reason naming the first offending joint."""
-        lower = np.asarray(self.lower)
-        upper = np.asarray(self.upper)
-        lo = np.where(np.isfinite(lower), lower - self.position_slack, -self.unlimited_position)
-        hi = np.where(np.isfinite(upper), upper + self.position_slack, self.unlimited_position)
-        q = np.asarray(q, dtype=np.float64)
-        qd = np.asarray(qd, dtype=np.float64)
-        if not (np.isfinite(q).all() and np.isfinite(qd).all()):
-            return "non-finite joint state"
-        bad = np.flatnonzero((q < lo) | (q > hi))
-        if bad.size:
-            j = int(bad[0])
-            return f"joint {j} position {q[j]:.4g} rad outside [{lo[j]:.4g}, {hi[j]:.4g}]"
-        bad = np.flatnonzero(np.abs(qd) > self.max_velocity)
-        if bad.size:
-            j = int(bad[0])
-            return f"joint {j} speed {abs(qd[j]):.4g} rad/s above {self.max_velocity:.4g}"
-        return None

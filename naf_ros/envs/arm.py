@@ -488,7 +488,10 @@ class ArmModel:
         """One line for the start-up log: what was loaded and what did not come from it."""
         text = (
             f"arm {self.source} ({self.kind}): {self.n_joints} joints {list(self.joint_names)}, "
-            f"tip {self.tip!r}, base {self.base!r}"
+            f"tip {self.tip!r}, base {self.base!r}; effort limits "
+            f"{np.round(self.effort_limits, 3).tolist()}, velocity limits "
+            f"{np.round(self.velocity_limits, 3).tolist()}, ranges "
+            f"{np.round(np.stack([self.joint_lower, self.joint_upper], 1), 3).tolist()}"
         )
         return text + ("; " + "; ".join(self.notes) if self.notes else "")
 

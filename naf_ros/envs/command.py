@@ -25,15 +25,7 @@ from typing import Any
 
 import numpy as np
 
-EFFORT, VELOCITY, POSITION = "effort", "velocity", "position"
-INTERFACES = (EFFORT, VELOCITY, POSITION)
-
-
-def check_interface(interface: str) -> str:
-    """The interface name, or a one-line ValueError listing the valid ones."""
-    if interface not in INTERFACES:
-        raise ValueError(f"command_interface: {interface!r} is not one of {', '.join(INTERFACES)}")
-    return interface
+from naf_ros.config import EFFORT, POSITION, VELOCITY, check_interface
 
 
 def resolve_velocity_limits(

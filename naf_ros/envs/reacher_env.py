@@ -14,7 +14,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from naf_ros.core.safety import EFFORT
+from naf_ros.config import EFFORT
 from naf_ros.envs.arm import DEFAULT_TIP_SITE, ArmModel, LimitSpec, asset_path
 from naf_ros.envs.command import ArmCommand
 from naf_ros.envs.sim import ArmSim

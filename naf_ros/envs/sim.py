@@ -27,7 +27,7 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
-from naf_ros.core.safety import EFFORT, POSITION, VELOCITY, check_interface
+from naf_ros.config import EFFORT, POSITION, VELOCITY, check_interface
 from naf_ros.envs.arm import ArmModel, ArmModelError
 
 TARGET_BODY = "target"

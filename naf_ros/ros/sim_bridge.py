@@ -37,8 +37,8 @@ from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 from visualization_msgs.msg import Marker
 
-from naf_ros.config import ConfigError
-from naf_ros.core.safety import EFFORT, POSITION, WATCHDOG, SafetyEnvelope, SafetyLimits
+from naf_ros.config import EFFORT, POSITION, ConfigError
+from naf_ros.core.safety import WATCHDOG, SafetyEnvelope, SafetyLimits
 from naf_ros.envs.configured import make_reacher
 from naf_ros.ros import qos
 from naf_ros.ros.description import arm_description

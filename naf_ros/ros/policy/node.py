@@ -47,16 +47,12 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float32MultiArray, Float64, Float64MultiArray
 from std_srvs.srv import Trigger
 
-from naf_ros.config import ConfigError
+from naf_ros.config import POSITION, ConfigError
 from naf_ros.core.actor import NumpyActor
 from naf_ros.core.delivery import Producer
 from naf_ros.core.homing import Homing
-from naf_ros.core.safety import (
-    POSITION,
-    SafetyEnvelope,
-    SafetyLimits,
-    StatePlausibility,
-)
+from naf_ros.core.plausibility import StatePlausibility
+from naf_ros.core.safety import SafetyEnvelope, SafetyLimits
 from naf_ros.envs.configured import episode_steps, reacher_env_kwargs, reacher_task
 from naf_ros.ros import qos
 from naf_ros.ros.codec import CodecError, unpack_arrays
