@@ -96,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=["paper", "imagination"],
         help="scaling: comma list of paper, imagination",
     )
+    p.add_argument(
+        "--robot-description",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="graph runs: the arm's URDF/MJCF latched on robot_description (the nodes read it "
+        "there); the in-process comparison loads the same file as arm.model",
+    )
     p.add_argument("--domains", default="224-232", help="ROS domain ids to lease, lo-hi")
     p.add_argument("--run-timeout", type=float, default=1800.0, help="limit per graph run (s)")
     p.add_argument("--workers", type=int, default=2, help=">1: curve runs side by side")
@@ -131,7 +139,9 @@ def shared_config(args: argparse.Namespace, overrides: dict[str, Any]) -> Config
     data = yaml.safe_load(Path(args.graph_config).read_text()) or {}
     shared = (data.get("/**") or {}).get("ros__parameters") or {}
     nested = {k: dict(v or {}) for k, v in shared.items() if k in SECTIONS}
-    for key, value in {**graph_set_sections(args), **overrides}.items():
+    description = getattr(args, "robot_description", None)
+    arm_model = {} if description is None else {"arm.model": str(Path(description).resolve())}
+    for key, value in {**arm_model, **graph_set_sections(args), **overrides}.items():
         section, name = key.split(".", 1)
         nested.setdefault(section, {})[name] = value
     return config_from_dict(nested)
@@ -355,6 +365,8 @@ def probe_qos():
 
 def base_launch_args(args: argparse.Namespace) -> list[str]:
     out = ["--config", str(args.graph_config)]
+    if getattr(args, "robot_description", None) is not None:
+        out += ["--robot-description", str(Path(args.robot_description).resolve())]
     for node in args.graph_skip:
         out += ["--skip", node]
     for item in args.graph_set:
