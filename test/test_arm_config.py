@@ -151,7 +151,8 @@ def branching_urdf() -> str:
     [
         ("no_tip", "tip 'no_such_link' is neither a site nor a body/link"),
         ("branching", "no tip given and no single end link"),
-        ("joint", "joint 'no_such_joint' is not on the chain"),
+        ("joint", "joint 'no_such_joint' is not in the description"),
+        ("off_chain", "joint 'wrist_1_joint' is not on the chain"),
         ("not_xml", "not XML"),
         ("unknown_key", "arm.nope"),
         ("topic", "'robot_description' is a ROS topic"),
@@ -166,6 +167,11 @@ def test_naf_ros_train_bad_arm_is_one_line_and_writes_nothing(case, message, tmp
         "no_tip": [f"arm.model={ur5}", "arm.tip=no_such_link"],
         "branching": [f"arm.model={tmp_path / 'tree.urdf'}"],
         "joint": [f"arm.model={ur5}", "arm.tip=tool0", "arm.joints=[elbow_joint, no_such_joint]"],
+        "off_chain": [
+            f"arm.model={ur5}",
+            "arm.tip=forearm_link",
+            "arm.joints=[elbow_joint, wrist_1_joint]",
+        ],
         "not_xml": [f"arm.model={tmp_path / 'broken.urdf'}"],
         "unknown_key": ["arm.nope=1"],
         "topic": ["arm.model=robot_description"],

@@ -205,6 +205,12 @@ class ArmModel:
         chain = self._chain(base_id, tip_body)
         names = joints if joints is not None else chain
         off_chain = [n for n in names if n not in chain]
+        absent = [n for n in off_chain if mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, n) < 0]
+        if absent:
+            raise ArmModelError(
+                f"{source}: joint {absent[0]!r} is not in the description (the chain from "
+                f"{self.base!r} to the tip {self.tip!r} has {chain})"
+            )
         if off_chain:
             raise ArmModelError(
                 f"{source}: joint {off_chain[0]!r} is not on the chain from {self.base!r} to "
