@@ -453,6 +453,19 @@ def test_robot_description_is_latched_per_arm_and_at_the_root(launch_file, tmp_p
         (["--robot-description", "/nonexistent/arm.urdf"], "--robot-description"),
         # the YAML's planar reacher has its own arm
         (["--robot-description", __file__], "arm.model: the planar 3-DOF reacher"),
+        # an arm environment: the file is checked before any node starts
+        (
+            ["--robot-description", __file__, "--set", "env.id=NafRos/Arm7Reach-v0"],
+            "neither a file path nor XML",
+        ),
+        (
+            ["--set", "env.id=NafRos/Arm7Reach-v0", "--set", "arm.model=/nonexistent/arm.urdf"],
+            "cannot read the arm model",
+        ),
+        (
+            ["--set", "env.id=NafRos/Arm7Reach-v0", "--set", "arm.tip=no_such_site"],
+            "tip 'no_such_site'",
+        ),
     ],
 )
 def test_robot_description_errors_are_one_line(argv, message, tmp_path, capsys):

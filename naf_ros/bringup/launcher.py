@@ -48,7 +48,12 @@ from naf_ros.bringup.params import (
 from naf_ros.bringup.proc_group import DISCOVERY_RANGES, PACKAGE_ROOT, ros_child_env
 from naf_ros.bringup.progress import Progress
 from naf_ros.config import ConfigError
-from naf_ros.envs.configured import ROBOT_DESCRIPTION, arm_kwargs
+from naf_ros.envs.configured import (
+    ROBOT_DESCRIPTION,
+    arm_kwargs,
+    reacher_task,
+    uses_robot_description,
+)
 from naf_ros.ros.names import RESET_MODES
 
 
@@ -287,6 +292,26 @@ def build_parser() -> argparse.ArgumentParser:
 class Launch:
     """Owns the children for one run; ``run()`` returns the exit code."""
 
+    def _check_arm(self, args: argparse.Namespace) -> None:
+        """Build the arm once here, before any node starts or anything is written: a file or
+        ``--robot-description`` that cannot serve as the arm stops the launch with one line,
+        not six nodes each failing configure. (A ``robot_description`` served by the arm's
+        own robot_state_publisher is only seen by the nodes, which check it the same way.)"""
+        description = None
+        if uses_robot_description(self.cfg):
+            if args.robot_description is None:
+                return
+            try:
+                description = args.robot_description.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"--robot-description: {args.robot_description}: {exc}") from None
+        try:
+            reacher_task(self.cfg, description)
+        except ConfigError:
+            raise
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         params_file = (args.config or default_config_path()).resolve()
@@ -324,6 +349,7 @@ class Launch:
             if node is not None:
                 effective_config(shared, {**overrides, **values})
         arm_kwargs(self.cfg, description="")  # arm keys the env cannot take: stop here
+        self._check_arm(args)
         if args.arms < 1:
             raise ConfigError("--arms: must be >= 1")
         if args.mode is None:  # a real arm does not wait for the learner: realtime

@@ -254,6 +254,10 @@ class ArmModel:
         """From a path or an XML string (MJCF or URDF); a string starting with ``<`` is XML."""
         if isinstance(model, str) and model.lstrip().startswith("<"):
             return cls.from_xml(model, **options)
+        if isinstance(model, str) and ("\n" in model or len(model) > 4096):
+            raise ArmModelError(
+                f"the arm description is neither a file path nor XML (starts {model[:40]!r})"
+            )
         return cls.from_file(model, **options)
 
     @classmethod
