@@ -431,8 +431,10 @@ def test_robot_description_is_latched_per_arm_and_at_the_root(launch_file, tmp_p
     """``--robot-description FILE`` / ``robot_description:=FILE``: a description publisher
     in every arm's namespace and one at the root (the shared learning nodes' namespace),
     each latching FILE, and every node takes its arm from the topic."""
-    urdf = tmp_path / "arm.urdf"
-    urdf.write_text("<robot name='r'/>")
+    from naf_ros.envs.arm import asset_path
+
+    urdf = tmp_path / "arm.urdf"  # a real arm: the launcher builds it before starting nodes
+    urdf.write_text(asset_path("arm7dof.urdf").read_text())
     argv = ["--arms", "2", "--robot-description", str(urdf), "--set", "env.id=NafRos/Arm7Reach-v0"]
     graph = _launcher_graph(tmp_path / "run", argv)
     nodes = by_label(evaluate(launch_file, arms="2", robot_description=str(urdf)))
