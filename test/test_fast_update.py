@@ -114,6 +114,21 @@ def test_fast_update_matches_the_reference_over_many_steps(case):
         assert_state_close(got_opt["state"][i], st, rtol=1e-4, atol=1e-8)
 
 
+def test_fast_update_on_reused_staged_batches_of_two_sizes_matches_the_reference():
+    """The learner's loop: batches staged by sample_tensors(reuse=True), the batch size
+    changing between updates (each size keeps its own buffers)."""
+    agent = NAFAgent(OBS, ACT, AgentConfig(hidden=[24, 24], tau=0.05), seed=8)
+    ref = ReferenceAgent(agent)
+    buf, cpu = filled_replay(), torch.device("cpu")
+    for i in range(30):
+        size = 64 if i % 3 else 32
+        want = ref.update(buf.sample(size, np.random.default_rng(i)))
+        got = agent.update(buf.sample_tensors(size, np.random.default_rng(i), cpu, reuse=True))
+        assert got == pytest.approx(want, rel=1e-5, abs=1e-7), f"update {i}"
+    assert_state_close(agent.net.state_dict(), ref.net.state_dict())
+    assert_state_close(agent.target.state_dict(), ref.target.state_dict())
+
+
 @pytest.mark.parametrize("shared", [False, True], ids=["separate", "shared trunk"])
 def test_hand_derived_gradient_equals_autograd_on_a_full_l(shared):
     """One step's gradient, with a non-trivial mu and a full L (larger head weights), a
@@ -222,13 +237,26 @@ def test_fresh_agent_state_dict_has_empty_optimizer_state():
     assert other.optimizer.steps == 0
 
 
-def test_sample_tensors_equals_sample():
+@pytest.mark.parametrize("reuse", [False, True])
+def test_sample_tensors_equals_sample(reuse):
     buf = filled_replay()
     a = buf.sample(16, np.random.default_rng(7))
-    b = buf.sample_tensors(16, np.random.default_rng(7), torch.device("cpu"))
+    b = buf.sample_tensors(16, np.random.default_rng(7), torch.device("cpu"), reuse=reuse)
+    assert set(b) == set(a) - {"step"}
     for k, v in b.items():
         assert v.dtype == torch.float32
         np.testing.assert_array_equal(v.numpy(), a[k])
+
+
+def test_reused_sample_is_overwritten_by_the_next_reusing_draw_only():
+    buf, cpu = filled_replay(), torch.device("cpu")
+    first = buf.sample_tensors(16, np.random.default_rng(1), cpu, reuse=True)
+    kept = {k: v.clone() for k, v in first.items()}
+    fresh = buf.sample_tensors(16, np.random.default_rng(2), cpu)  # not reusing: untouched
+    assert all(torch.equal(first[k], kept[k]) for k in kept)
+    second = buf.sample_tensors(16, np.random.default_rng(2), cpu, reuse=True)
+    assert torch.equal(first["obs"], fresh["obs"]) and torch.equal(second["obs"], fresh["obs"])
+    assert buf.sample_tensors(8, np.random.default_rng(3), cpu, reuse=True)["obs"].shape[0] == 8
 
 
 # --- agent.device -------------------------------------------------------------------------

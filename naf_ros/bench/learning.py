@@ -351,7 +351,9 @@ def bench_updates(args) -> dict:
                 rng.normal(size=(5000, 13)),
                 np.zeros(5000),
             )
-            paths = {"fast": lambda a=agent, b=buf: a.update(b.sample_tensors(64, rng, a.device))}
+            paths = {
+                "fast": lambda a=agent, b=buf: a.update(b.sample_tensors(64, rng, a.device, True))
+            }
             if args.reference:
                 ref = _AutogradUpdate(agent)
                 paths["reference"] = lambda r=ref, b=buf: r.update(b.sample(64, rng))

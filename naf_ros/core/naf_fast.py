@@ -98,6 +98,7 @@ class _Buffers:
         self.minus_ones_n = torch.full((n, batch), -1.0, **like)
         self.ones_l = torch.ones(n_l, batch, **like)
         self.stats = torch.empty(2, **like)  # sum of squared errors, gradient norm
+        self.sse, self.grad_norm = self.stats[0], self.stats[1]
 
 
 class FastNAFUpdate:
@@ -202,7 +203,7 @@ class FastNAFUpdate:
         torch.mul(s.z, s.z, out=s.zz)
         torch.sum(s.zz, 0, out=s.z_sq)
         torch.sub(s.y, s.value, out=s.err).add_(s.z_sq, alpha=0.5)
-        torch.dot(s.err, s.err, out=s.stats[0])
+        torch.dot(s.err, s.err, out=s.sse)
         # backward of the loss and the quadratic form into the heads' output gradient
         torch.mul(s.err, -2.0 / B, out=s.g_q)
         torch.mul(s.z, s.g_q, out=s.g_z)
@@ -228,5 +229,5 @@ class FastNAFUpdate:
             torch.sum(g, 1, keepdim=True, out=self.g_b[k])
             if k:
                 g = torch.bmm(g, self.w_t[k], out=s.g_acts[k - 1])
-        torch.linalg.vector_norm(flat_grad, out=s.stats[1])
+        torch.linalg.vector_norm(flat_grad, out=s.grad_norm)
         return s.stats
