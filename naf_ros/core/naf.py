@@ -404,8 +404,9 @@ def compiled_or_eager(fn):
 
     Opt-in (``agent.compile``) because it does not pay on a small CPU: on the 2-core
     development machine the first update compiled for ~5 minutes (shared, loaded) and the
-    compiled 2x64 update then ran ~25% slower than the eager fused one. It is meant for
-    CUDA, where fusing the ~70 small kernels of an update saves their launch latency. The
+    compiled 2x64 update then ran ~25% slower than the eager one (measured on the fused
+    function before :class:`FastNAFUpdate`, which is faster still eagerly). It is meant for
+    CUDA, where fusing the ~60 small kernels of an update saves their launch latency. The
     first call compiles; a failure there falls back to eager for good.
     """
     try:
