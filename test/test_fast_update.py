@@ -114,10 +114,16 @@ def test_fast_update_matches_the_reference_over_many_steps(case):
         assert_state_close(got_opt["state"][i], st, rtol=1e-4, atol=1e-8)
 
 
-def test_fast_update_on_reused_staged_batches_of_two_sizes_matches_the_reference():
+@pytest.mark.parametrize("numpy", [True, False], ids=["numpy", "torch"])
+def test_fast_update_on_reused_staged_batches_of_two_sizes_matches_the_reference(numpy):
     """The learner's loop: batches staged by sample_tensors(reuse=True), the batch size
-    changing between updates (each size keeps its own buffers)."""
+    changing between updates (each size keeps its own buffers). Both backends of the
+    quadratic form: numpy (the CPU default) and torch (what other devices run)."""
     agent = NAFAgent(OBS, ACT, AgentConfig(hidden=[24, 24], tau=0.05), seed=8)
+    fast = FastNAFUpdate(
+        agent.net, agent.target, agent.optimizer.grad_views, agent.cfg.gamma, numpy
+    )
+    agent._loss_and_grad = fast.loss_and_grad
     ref = ReferenceAgent(agent)
     buf, cpu = filled_replay(), torch.device("cpu")
     for i in range(30):
@@ -129,8 +135,9 @@ def test_fast_update_on_reused_staged_batches_of_two_sizes_matches_the_reference
     assert_state_close(agent.target.state_dict(), ref.target.state_dict())
 
 
+@pytest.mark.parametrize("numpy", [True, False], ids=["numpy", "torch"])
 @pytest.mark.parametrize("shared", [False, True], ids=["separate", "shared trunk"])
-def test_hand_derived_gradient_equals_autograd_on_a_full_l(shared):
+def test_hand_derived_gradient_equals_autograd_on_a_full_l(shared, numpy):
     """One step's gradient, with a non-trivial mu and a full L (larger head weights), a
     target network that differs from the online one and some true terminals."""
     agent = NAFAgent(OBS, ACT, AgentConfig(hidden=[32, 32], shared_trunk=shared), seed=5)
@@ -146,7 +153,10 @@ def test_hand_derived_gradient_equals_autograd_on_a_full_l(shared):
     params = list(agent.net.parameters())
     loss = torch.mean((y - agent.net(t["obs"], t["action"])) ** 2)
     want = torch.autograd.grad(loss, params)
-    fast = FastNAFUpdate(agent.net, agent.target, agent.optimizer.grad_views, gamma=0.99)
+    fast = FastNAFUpdate(
+        agent.net, agent.target, agent.optimizer.grad_views, gamma=0.99, numpy=numpy
+    )
+    assert fast.numpy == numpy
     for view in agent.optimizer.grad_views:
         view.fill_(float("nan"))  # every entry must be written (the alignment gaps stay 0)
     stats = fast.loss_and_grad(
