@@ -127,11 +127,19 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "naf_target_is_online_net",
-        "naf_ros/core/naf.py",
-        "next_value = self.target.value_only(next_obs)",
-        "next_value = self.net.value_only(next_obs)",
+        "naf_ros/core/naf_fast.py",
+        "= value_trunk(target)",
+        "= value_trunk(net)",
         (NAF,),
         "TD target bootstraps from the online network instead of the target network",
+    ),
+    Mutant(
+        "naf_terminal_ignored_fast",
+        "naf_ros/core/naf_fast.py",
+        "torch.sub(s.ones_b, terminal, out=s.not_done)",
+        "s.not_done.fill_(1.0)",
+        (NAF,),
+        "TD target bootstraps through true terminals (the fast update path)",
     ),
     Mutant(
         "naf_target_is_online_net_autograd",

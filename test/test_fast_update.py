@@ -16,6 +16,7 @@ import torch
 
 from naf_ros.config import AgentConfig, ConfigError, config_from_dict
 from naf_ros.core.naf import NAFAgent, resolve_device, td_target
+from naf_ros.core.naf_fast import FastNAFUpdate, value_trunk
 from naf_ros.core.replay import ReplayBuffer
 
 OBS, ACT = 7, 3
@@ -113,31 +114,71 @@ def test_fast_update_matches_the_reference_over_many_steps(case):
         assert_state_close(got_opt["state"][i], st, rtol=1e-4, atol=1e-8)
 
 
-def test_hand_derived_gradient_equals_autograd_on_a_full_l():
-    """One step's gradient, with a non-trivial mu and a full L (larger head weights)."""
-    agent = NAFAgent(OBS, ACT, AgentConfig(hidden=[32, 32]), seed=5)
+@pytest.mark.parametrize("numpy", [True, False], ids=["numpy", "torch"])
+def test_fast_update_on_reused_staged_batches_of_two_sizes_matches_the_reference(numpy):
+    """The learner's loop: batches staged by sample_tensors(reuse=True), the batch size
+    changing between updates (each size keeps its own buffers). Both backends of the
+    quadratic form: numpy (the CPU default) and torch (what other devices run)."""
+    agent = NAFAgent(OBS, ACT, AgentConfig(hidden=[24, 24], tau=0.05), seed=8)
+    fast = FastNAFUpdate(
+        agent.net, agent.target, agent.optimizer.grad_views, agent.cfg.gamma, numpy
+    )
+    agent._loss_and_grad = fast.loss_and_grad
+    ref = ReferenceAgent(agent)
+    buf, cpu = filled_replay(), torch.device("cpu")
+    for i in range(30):
+        size = 64 if i % 3 else 32
+        want = ref.update(buf.sample(size, np.random.default_rng(i)))
+        got = agent.update(buf.sample_tensors(size, np.random.default_rng(i), cpu, reuse=True))
+        assert got == pytest.approx(want, rel=1e-5, abs=1e-7), f"update {i}"
+    assert_state_close(agent.net.state_dict(), ref.net.state_dict())
+    assert_state_close(agent.target.state_dict(), ref.target.state_dict())
+
+
+@pytest.mark.parametrize("numpy", [True, False], ids=["numpy", "torch"])
+@pytest.mark.parametrize("shared", [False, True], ids=["separate", "shared trunk"])
+def test_hand_derived_gradient_equals_autograd_on_a_full_l(shared, numpy):
+    """One step's gradient, with a non-trivial mu and a full L (larger head weights), a
+    target network that differs from the online one and some true terminals."""
+    agent = NAFAgent(OBS, ACT, AgentConfig(hidden=[32, 32], shared_trunk=shared), seed=5)
     with torch.no_grad():
         g = torch.Generator().manual_seed(0)
         agent.net.heads.weight.add_(0.5 * torch.randn(agent.net.heads.weight.shape, generator=g))
+        agent._target_flat.add_(0.1 * torch.randn(agent._target_flat.shape, generator=g))
     batch = filled_replay(2).sample(64, np.random.default_rng(2))
     t = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in batch.items()}
-    y = torch.randn(64)
+    assert 0 < float(t["terminal"].sum()) < 64
+    with torch.no_grad():
+        y = td_target(t["reward"], agent.target.value(t["next_obs"]), t["terminal"], 0.99)
     params = list(agent.net.parameters())
     loss = torch.mean((y - agent.net(t["obs"], t["action"])) ** 2)
     want = torch.autograd.grad(loss, params)
-    grads = [torch.full_like(p, float("nan")) for p in params]  # every entry must be written
-    with torch.no_grad():
-        got_loss = agent.net.q_loss_and_grad(t["obs"], t["action"], y, grads)
-    assert float(got_loss) == pytest.approx(float(loss.detach()), rel=1e-6)
-    for got, w in zip(grads, want):
-        torch.testing.assert_close(got, w, rtol=1e-5, atol=1e-7)
+    fast = FastNAFUpdate(
+        agent.net, agent.target, agent.optimizer.grad_views, gamma=0.99, numpy=numpy
+    )
+    assert fast.numpy == numpy
+    for view in agent.optimizer.grad_views:
+        view.fill_(float("nan"))  # every entry must be written (the alignment gaps stay 0)
+    stats = fast.loss_and_grad(
+        t["obs"], t["action"], t["reward"], t["next_obs"], t["terminal"], agent.optimizer.flat_grad
+    )
+    sse, norm = stats.tolist()
+    assert sse / 64 == pytest.approx(float(loss.detach()), rel=1e-6)
+    for got, w in zip(agent.optimizer.grad_views, want):  # float32 rounding of sums ~ 40
+        torch.testing.assert_close(got, w, rtol=1e-5, atol=1e-6)
+    want_norm = torch.linalg.vector_norm(torch.cat([w.flatten() for w in want]))
+    assert norm == pytest.approx(float(want_norm), rel=1e-5)
 
 
-def test_value_only_equals_value():
+def test_value_trunk_is_the_target_value():
     agent = NAFAgent(OBS, ACT, AgentConfig(hidden=[32, 32]), seed=1)
     obs = torch.randn(50, OBS)
+    weights, biases, head_w, head_b = value_trunk(agent.target)
+    h = obs
+    for w, b in zip(weights, biases):
+        h = torch.relu(h @ w + b)
     with torch.no_grad():
-        torch.testing.assert_close(agent.target.value_only(obs), agent.target.value(obs))
+        torch.testing.assert_close((h @ head_w + head_b)[:, 0], agent.target.value(obs))
 
 
 @pytest.mark.parametrize("bad", ["reward", "obs"])
@@ -206,13 +247,26 @@ def test_fresh_agent_state_dict_has_empty_optimizer_state():
     assert other.optimizer.steps == 0
 
 
-def test_sample_tensors_equals_sample():
+@pytest.mark.parametrize("reuse", [False, True])
+def test_sample_tensors_equals_sample(reuse):
     buf = filled_replay()
     a = buf.sample(16, np.random.default_rng(7))
-    b = buf.sample_tensors(16, np.random.default_rng(7), torch.device("cpu"))
+    b = buf.sample_tensors(16, np.random.default_rng(7), torch.device("cpu"), reuse=reuse)
+    assert set(b) == set(a) - {"step"}
     for k, v in b.items():
         assert v.dtype == torch.float32
         np.testing.assert_array_equal(v.numpy(), a[k])
+
+
+def test_reused_sample_is_overwritten_by_the_next_reusing_draw_only():
+    buf, cpu = filled_replay(), torch.device("cpu")
+    first = buf.sample_tensors(16, np.random.default_rng(1), cpu, reuse=True)
+    kept = {k: v.clone() for k, v in first.items()}
+    fresh = buf.sample_tensors(16, np.random.default_rng(2), cpu)  # not reusing: untouched
+    assert all(torch.equal(first[k], kept[k]) for k in kept)
+    second = buf.sample_tensors(16, np.random.default_rng(2), cpu, reuse=True)
+    assert torch.equal(first["obs"], fresh["obs"]) and torch.equal(second["obs"], fresh["obs"])
+    assert buf.sample_tensors(8, np.random.default_rng(3), cpu, reuse=True)["obs"].shape[0] == 8
 
 
 # --- agent.device -------------------------------------------------------------------------

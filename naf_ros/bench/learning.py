@@ -323,6 +323,38 @@ class _AutogradUpdate:
         return float(loss.detach())
 
 
+def naf_update_flops(obs_dim: int, act_dim: int, hidden: list[int], batch: int) -> float:
+    """Floating-point operations (2 per multiply-add) of the matmuls in one NAF update with
+    separate trunks: the target's V trunk, the three trunks and heads forward, and the
+    backward (weight gradients of every layer, input gradients of all but the first).
+    Elementwise work and Adam are left out (a few hundred kFLOP). Why: the rate this
+    implies, against the core's measured sgemm rate, says how much of an update is
+    arithmetic and how much is overhead."""
+    n_l = act_dim * (act_dim + 1) // 2
+    head = max(1, act_dim, n_l)  # the heads are one grouped layer padded to the widest
+    widths = [obs_dim, *hidden]
+    layers = [a * b for a, b in zip(widths[:-1], widths[1:])]
+    trunk, heads = 3 * sum(layers), 3 * hidden[-1] * head
+    target = sum(layers) + hidden[-1]
+    forward = trunk + heads
+    backward = trunk + heads + (trunk - 3 * layers[0]) + heads
+    return 2.0 * batch * (target + forward + backward)
+
+
+def sgemm_rate(hidden: int, batch: int = 64, reps: int = 50) -> float:
+    """GFLOP/s of one thread's batched sgemm at an update's largest product, (3, batch,
+    hidden) x (3, hidden, hidden), timed in CPU seconds like the updates."""
+    import torch
+
+    a, w = torch.randn(3, batch, hidden), torch.randn(3, hidden, hidden)
+    out = torch.empty(3, batch, hidden)
+    torch.bmm(a, w, out=out)
+    c0 = time.thread_time()
+    for _ in range(reps):
+        torch.bmm(a, w, out=out)
+    return reps * 2.0 * 3 * batch * hidden * hidden / max(time.thread_time() - c0, 1e-9) / 1e9
+
+
 def bench_updates(args) -> dict:
     """Learner updates/s at the paper's network sizes (batch 64, one thread).
 
@@ -351,12 +383,16 @@ def bench_updates(args) -> dict:
                 rng.normal(size=(5000, 13)),
                 np.zeros(5000),
             )
-            paths = {"fast": lambda a=agent, b=buf: a.update(b.sample_tensors(64, rng, a.device))}
+            paths = {
+                "fast": lambda a=agent, b=buf: a.update(b.sample_tensors(64, rng, a.device, True))
+            }
             if args.reference:
                 ref = _AutogradUpdate(agent)
                 paths["reference"] = lambda r=ref, b=buf: r.update(b.sample(64, rng))
             times: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": []} for k in paths}
+            gemm: list[float] = []
             for _ in range(args.rounds):
+                gemm.append(sgemm_rate(hidden[-1]))
                 for name, step in paths.items():
                     w0, c0 = time.perf_counter(), time.thread_time()
                     for _ in range(args.per_round):
@@ -364,15 +400,20 @@ def bench_updates(args) -> dict:
                     times[name]["wall"].append(args.per_round / (time.perf_counter() - w0))
                     times[name]["cpu"].append(args.per_round / max(time.thread_time() - c0, 1e-9))
             key = f"hidden={hidden} batch_norm={bn}"
-            row: dict = {}
+            flops = naf_update_flops(13, 3, hidden, 64)
+            row: dict = {"mflop_per_update": flops / 1e6, "sgemm_gflops": float(np.median(gemm))}
             for name, t in times.items():
                 prefix = "" if name == "fast" else "reference_"
                 row[f"{prefix}updates_per_s_median"] = float(np.median(t["wall"]))
                 row[f"{prefix}updates_per_cpu_s_median"] = float(np.median(t["cpu"]))
                 row[f"{prefix}updates_per_s_runs"] = t["wall"]
+            row["sgemm_fraction"] = (
+                row["updates_per_cpu_s_median"] * flops / 1e9 / row["sgemm_gflops"]
+            )
             line = (
                 f"{key:40s} {row['updates_per_s_median']:7.0f} updates/s "
-                f"({row['updates_per_cpu_s_median']:.0f} per CPU s)"
+                f"({row['updates_per_cpu_s_median']:.0f} per CPU s; {flops / 1e6:.1f} MFLOP, "
+                f"{row['sgemm_fraction']:.0%} of sgemm {row['sgemm_gflops']:.0f} GFLOP/s)"
             )
             if args.reference:
                 row["speedup_wall"] = (

@@ -71,7 +71,8 @@ class Learner:
         self.task = task  # rebuilds a checkpointed joint-space model
         mb = cfg.model_based
         self.rng = rng if rng is not None else np.random.default_rng(cfg.train.seed)
-        # Trains on agent.device; every minibatch is copied there once, by sample_tensors.
+        # Trains on agent.device; every minibatch is copied there once, by sample_tensors
+        # (on the CPU into a staging array reused per draw: update() consumes each batch).
         self.agent = make_agent(
             cfg.agent, obs_dim, act_dim, seed=cfg.train.seed, device=cfg.agent.device
         )
@@ -244,10 +245,14 @@ class Learner:
         losses = []
         if self.imagination_active and len(self.fictional) >= a.batch_size:
             for _ in range(self.imagination_updates):
-                batch = self.fictional.sample_tensors(a.batch_size, self.rng, self.agent.device)
+                batch = self.fictional.sample_tensors(
+                    a.batch_size, self.rng, self.agent.device, reuse=True
+                )
                 losses.append(self.agent.update(batch))
         for _ in range(a.updates_per_step):
-            batch = self.replay.sample_tensors(a.batch_size, self.rng, self.agent.device)
+            batch = self.replay.sample_tensors(
+                a.batch_size, self.rng, self.agent.device, reuse=True
+            )
             losses.append(self.agent.update(batch))
         finite = [v for v in losses if math.isfinite(v)]
         with self._loss_lock:

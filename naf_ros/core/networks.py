@@ -12,12 +12,6 @@ import torch
 from torch import nn
 
 
-def relu_backward(grad: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
-    """The gradient through a ReLU from its output: autograd's own kernel, one pass (a
-    comparison plus ``where`` is two, and ~8x slower on a small CPU)."""
-    return torch.ops.aten.threshold_backward(grad, result, 0)
-
-
 class GroupedLinear(nn.Module):
     """``groups`` independent linear layers evaluated with one batched matmul.
 
@@ -92,7 +86,7 @@ class NAFNetwork(nn.Module):
         self.register_buffer("tril_rows", rows, persistent=False)
         self.register_buffer("tril_cols", cols, persistent=False)
         self.register_buffer("is_diag", rows == cols, persistent=False)
-        # One-hot selections for the fused path: (d @ row_pick)[:, k] = d[:, rows[k]] and
+        # One-hot selections for the fused path (naf_fast): (d @ row_pick)[:, k] = d[:, rows[k]] and
         # (v @ col_sum)[:, j] = sum of v[:, k] with cols[k] == j, so z = L^T d is two tiny
         # matmuls on the triangle's entries, without building L.
         n_l = len(rows)
@@ -146,90 +140,16 @@ class NAFNetwork(nn.Module):
             return self.value_mu_l(obs)[0]
         return self._heads(obs, slice(0, 1))[0, :, 0]
 
-    # --- the fused update path (no autograd) ------------------------------------------------
+    # --- what the fused update path (naf_fast, no autograd) needs ---------------------------
     @property
     def fusable(self) -> bool:
-        """Whether :meth:`q_loss_and_grad` applies (batch norm takes the autograd path)."""
+        """Whether :class:`naf_ros.core.naf_fast.FastNAFUpdate` applies (batch norm takes the
+        autograd path)."""
         return all(isinstance(m, (GroupedLinear, nn.ReLU)) for m in self.trunk)
 
-    def _linears(self) -> list[GroupedLinear]:
+    def linears(self) -> list[GroupedLinear]:
+        """The trunk's grouped linear layers, input first."""
         return [m for m in self.trunk if isinstance(m, GroupedLinear)]
-
-    def value_only(self, obs: torch.Tensor) -> torch.Tensor:
-        """V(x) through the V trunk alone: the target's part of an update.
-
-        :meth:`value` runs all three trunks and keeps one; this runs a third of the FLOPs.
-        Only for networks without batch norm (:attr:`fusable`).
-        """
-        h = obs.unsqueeze(0)
-        for lin in self._linears():
-            h = torch.baddbmm(lin.bias[:1], h, lin.weight[:1]).relu_()
-        return torch.baddbmm(self.heads.bias[:1], h, self.heads.weight[:1])[0, :, 0]
-
-    def q_loss_and_grad(
-        self,
-        obs: torch.Tensor,
-        action: torch.Tensor,
-        y: torch.Tensor,
-        grads: list[torch.Tensor],
-    ) -> torch.Tensor:
-        """mean((y - Q(x, u))^2), with its gradient written into ``grads`` (one per parameter,
-        in :meth:`parameters` order) by a hand-derived backward pass.
-
-        Why: at the paper's sizes an update is ~50 MFLOP, and autograd's per-node bookkeeping
-        costs more than the arithmetic on a small CPU. The backward of the quadratic form is
-        short when written out, with d = u - mu, z = L^T d, e = y - Q:
-
-            dloss/dQ = -2 e / B,  dQ/dV = 1,  dQ/dz = -z,
-            dL[i, j] = d_i dz_j (lower triangle),  dd = L dz,  dmu = -dd,
-            d/draw of the diagonal exp(c tanh(raw / c)) = exp(...) (1 - tanh^2(raw / c)),
-
-        then the three MLPs' standard backward as batched matmuls. Call under ``no_grad``;
-        ``test/test_fast_update.py`` holds it against autograd. Needs :attr:`fusable`.
-        """
-        linears = self._linears()
-        n, n_l = self.act_dim, self.head_sizes[2]
-        batch = obs.shape[0]
-        # forward, keeping the activations
-        acts = [obs.unsqueeze(0).expand(self.n_trunks, -1, -1)]
-        for lin in linears:
-            acts.append(torch.baddbmm(lin.bias, acts[-1], lin.weight).relu_())
-        last = acts[-1] if self.n_trunks == 3 else acts[-1].expand(3, -1, -1)
-        out = torch.baddbmm(self.heads.bias, last, self.heads.weight)
-        value = out[0, :, 0]
-        mu = torch.tanh(out[1, :, :n])
-        raw = out[2, :, :n_l]
-        bound = self.max_log_diag
-        t = torch.tanh(raw / bound)
-        diag = torch.exp(bound * t)
-        entries = torch.where(self.is_diag, diag, raw)  # L's lower triangle, row-major
-        d = action - mu
-        d_rows = d @ self.row_pick  # d_i for each entry L[i, j]
-        z = (entries * d_rows) @ self.col_sum  # z_j = sum_i L[i, j] d_i = (L^T d)_j
-        q = value + -0.5 * (z * z).sum(-1)
-        err = y - q
-        loss = torch.mean(err**2)
-        # backward of the loss and the quadratic form, into the heads' output gradient
-        g_out = torch.zeros_like(out)
-        g_q = torch.mul(err, -2.0 / batch, out=g_out[0, :, 0])
-        g_entry_sum = (z * -g_q.unsqueeze(-1)) @ self.col_sum.T  # dQ/dz_j = -z_j, per entry
-        g_d = (g_entry_sum * entries) @ self.row_pick.T  # L dz
-        torch.mul(g_d, mu * mu - 1.0, out=g_out[1, :, :n])  # dmu = -dd, through tanh
-        scale = torch.where(self.is_diag, diag * (1.0 - t * t), 1.0)
-        torch.mul(g_entry_sum * d_rows, scale, out=g_out[2, :, :n_l])  # dL[i, j] = d_i dz_j
-        # backward of the heads and trunks, straight into the gradient buffers
-        torch.bmm(last.transpose(1, 2), g_out, out=grads[-2])
-        torch.sum(g_out, 1, keepdim=True, out=grads[-1])
-        g_h = torch.bmm(g_out, self.heads.weight.transpose(1, 2))
-        if self.n_trunks == 1:
-            g_h = g_h.sum(0, keepdim=True)
-        for k in range(len(linears) - 1, -1, -1):
-            g_h = relu_backward(g_h, acts[k + 1])
-            torch.bmm(acts[k].transpose(1, 2), g_h, out=grads[2 * k])
-            torch.sum(g_h, 1, keepdim=True, out=grads[2 * k + 1])
-            if k:
-                g_h = torch.bmm(g_h, linears[k].weight.transpose(1, 2))
-        return loss
 
     def mu(self, obs: torch.Tensor) -> torch.Tensor:
         return self.value_mu_l(obs)[1]
