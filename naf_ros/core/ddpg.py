@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from naf_ros.config import AgentConfig
-from naf_ros.core.weights import checked_tensors
+from naf_ros.core.weights import actor_arrays, load_actor_arrays
 
 FINAL_INIT = 3e-3
 
@@ -240,12 +240,8 @@ class DDPGAgent:
 
     def weight_arrays(self) -> dict[str, np.ndarray]:
         """The online actor's weights (``actor.*``): all a policy node needs to act."""
-        return {
-            f"actor.{k}": v.detach().numpy().copy() for k, v in self.net.actor.state_dict().items()
-        }
+        return actor_arrays(self.net.actor)
 
     def load_weight_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Load published actor weights; ValueError on missing names, shapes or non-finite."""
-        own = {f"actor.{k}": v for k, v in self.net.actor.state_dict().items()}
-        new = {k.removeprefix("actor."): v for k, v in checked_tensors(own, arrays).items()}
-        self.net.actor.load_state_dict(new)
+        load_actor_arrays(self.net.actor, arrays)

@@ -56,7 +56,7 @@ from torch import nn
 from naf_ros.config import AgentConfig
 from naf_ros.core.ddpg import _hidden_stack, _small_init
 from naf_ros.core.replay import BEHAVIOUR_LOGP
-from naf_ros.core.weights import checked_tensors
+from naf_ros.core.weights import actor_arrays, load_actor_arrays
 
 BATCH_FIELDS = ("obs", "action", "reward", "next_obs", "terminal")
 IMPORTANCE_CAP = 5.0  # truncation of pi/mu (bounded variance, a little bias)
@@ -379,15 +379,11 @@ class SVGAgent:
 
     def weight_arrays(self) -> dict[str, np.ndarray]:
         """The policy's weights (``actor.*``, mean and sigma heads): all a policy node needs."""
-        return {
-            f"actor.{k}": v.detach().numpy().copy() for k, v in self.net.actor.state_dict().items()
-        }
+        return actor_arrays(self.net.actor)
 
     def load_weight_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Load published policy weights; ValueError on missing names, shapes or non-finite."""
-        own = {f"actor.{k}": v for k, v in self.net.actor.state_dict().items()}
-        new = {k.removeprefix("actor."): v for k, v in checked_tensors(own, arrays).items()}
-        self.net.actor.load_state_dict(new)
+        load_actor_arrays(self.net.actor, arrays)
 
 
 def policy_xi(noise) -> np.ndarray:

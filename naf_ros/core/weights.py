@@ -28,3 +28,22 @@ def checked_tensors(
             raise ValueError(f"weights: {name} holds non-finite values")
         new[name] = torch.as_tensor(arr, dtype=ref.dtype, device=ref.device)
     return new
+
+
+ACTOR_PREFIX = "actor."  # an actor-critic agent publishes only its actor, under this prefix
+
+
+def actor_arrays(actor: torch.nn.Module) -> dict[str, np.ndarray]:
+    """The actor's weights as ``actor.*`` arrays: all a policy node needs to act (DDPG's
+    deterministic actor, SVG(1)-ER's Gaussian policy)."""
+    return {
+        ACTOR_PREFIX + k: v.detach().cpu().numpy().copy() for k, v in actor.state_dict().items()
+    }
+
+
+def load_actor_arrays(actor: torch.nn.Module, arrays: dict[str, np.ndarray]) -> None:
+    """Load published ``actor.*`` weights into ``actor``, all or nothing (ValueError on missing
+    names, shapes or non-finite values)."""
+    own = {ACTOR_PREFIX + k: v for k, v in actor.state_dict().items()}
+    checked = checked_tensors(own, arrays)
+    actor.load_state_dict({k.removeprefix(ACTOR_PREFIX): v for k, v in checked.items()})
