@@ -22,15 +22,11 @@ from support.ros import (
     ros_env,
 )
 
-from naf_ros.bringup.launcher import node_available
 from naf_ros.ros import qos
 from naf_ros.ros.codec import decode_transition, unpack_arrays
 from naf_ros.ros.names import DIAGNOSTICS_TOPIC, TRANSITIONS_TOPIC, WEIGHTS_TOPIC
 
-pytestmark = [
-    pytest.mark.graph,
-    pytest.mark.skipif(not node_available("learner"), reason="needs the learner node"),
-]
+pytestmark = pytest.mark.graph  # starts node processes over DDS
 T = 10
 DEEP = QoSProfile(depth=2000, reliability=ReliabilityPolicy.RELIABLE)
 SMALL = [

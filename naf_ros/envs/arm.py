@@ -39,6 +39,8 @@ from typing import Any
 import mujoco
 import numpy as np
 
+from naf_ros.envs import urdf
+
 LimitSpec = float | Sequence[float] | Mapping[str, float] | None
 
 TIP_SITE = "naf_ros_tip"  # the site added when the tip is a body (plus offset)
@@ -59,81 +61,6 @@ def asset_path(name: str) -> Path:
 def _first_line(err: Exception) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
-
-
-def _urdf_for_mujoco(root: ET.Element) -> str:
-    """The URDF without meshes and with fixed-joint links kept, as MuJoCo should read it."""
-    for link in root.findall("link"):
-        for tag in ("visual", "collision"):
-            for element in link.findall(tag):
-                link.remove(element)
-    extension = root.find("mujoco")
-    if extension is None:
-        extension = ET.SubElement(root, "mujoco")
-    compiler = extension.find("compiler")
-    if compiler is None:
-        compiler = ET.SubElement(extension, "compiler")
-    compiler.set("fusestatic", "false")
-    return ET.tostring(root, encoding="unicode")
-
-
-def _urdf_velocity_limits(root: ET.Element) -> dict[str, float]:
-    """``<limit velocity>`` per joint: the one URDF limit MuJoCo's compiler does not keep."""
-    found = {}
-    for joint in root.findall("joint"):
-        limit = joint.find("limit")
-        if limit is not None and joint.get("name") and limit.get("velocity") is not None:
-            try:
-                value = float(limit.get("velocity"))
-            except ValueError:
-                continue
-            if value > 0:
-                found[joint.get("name")] = value
-    return found
-
-
-DRAKE_NS = "{http://drake.mit.edu}"
-
-
-def _float_or_none(text: str | None) -> float | None:
-    try:
-        value = float(text) if text is not None else None
-    except ValueError:
-        return None
-    return value if value is not None and math.isfinite(value) else None
-
-
-def _urdf_rotor_inertia(root: ET.Element) -> dict[str, float]:
-    """Joint armature (reflected rotor inertia) per joint from Drake's transmission extension:
-    ``rotor_inertia * gear_ratio**2`` (gear ratio 1 when absent)."""
-    found = {}
-    for transmission in root.findall("transmission"):
-        joint, actuator = transmission.find("joint"), transmission.find("actuator")
-        if joint is None or actuator is None or not joint.get("name"):
-            continue
-        rotor = actuator.find(f"{DRAKE_NS}rotor_inertia")
-        inertia = _float_or_none(rotor.get("value")) if rotor is not None else None
-        if inertia is None or inertia < 0:
-            continue
-        gear = actuator.find(f"{DRAKE_NS}gear_ratio")
-        ratio = _float_or_none(gear.get("value")) if gear is not None else 1.0
-        found[joint.get("name")] = inertia * (ratio if ratio is not None else 1.0) ** 2
-    return found
-
-
-def _urdf_initial_positions(root: ET.Element) -> dict[str, float]:
-    """Each joint's ``initial_value`` of its ``position`` state interface in ``<ros2_control>``."""
-    found = {}
-    for control in root.findall("ros2_control"):
-        for joint in control.findall("joint"):
-            for state in joint.findall("state_interface"):
-                if state.get("name") != "position":
-                    continue
-                for param in state.findall("param"):
-                    value = _float_or_none(param.text)
-                    if param.get("name") == "initial_value" and value is not None:
-                        found[str(joint.get("name"))] = value
-    return found
 
 
 def _per_joint(what: str, spec: LimitSpec, names: Sequence[str]) -> dict[str, float]:
@@ -292,9 +219,9 @@ class ArmModel:
         except ET.ParseError as err:
             raise ArmModelError(f"{source}: not XML ({err})") from None
         if root.tag == "robot":
-            velocity = _urdf_velocity_limits(root)
-            armature, initial = _urdf_rotor_inertia(root), _urdf_initial_positions(root)
-            xml = _urdf_for_mujoco(root)
+            velocity = urdf.velocity_limits(root)
+            armature, initial = urdf.rotor_inertia(root), urdf.initial_positions(root)
+            xml = urdf.for_mujoco(root)
             return cls(
                 kind="urdf",
                 source=source,
