@@ -399,7 +399,6 @@ class SafetyEnvelope:
         self, e: np.ndarray, q: np.ndarray, qd: np.ndarray
     ) -> tuple[np.ndarray, tuple[str, ...]]:
         lim = self.limits
-        hold = self._holding_effort(q)
         # The common case in one pass (it runs in the realtime path): a finite command within
         # its effort limit, from a finite state strictly inside every limit, passes as is.
         # Anything else, NaN included (it compares False), takes the rules below.
@@ -412,7 +411,9 @@ class SafetyEnvelope:
         if nominal.all():
             return e, ()
         reasons: list[str] = []
-        # The rules act on the effort beyond holding (all of it without a gravity model).
+        # The rules act on the effort beyond holding (all of it without a gravity model);
+        # computed only off the nominal path, which passes the command (G(q) included) as is.
+        hold = self._holding_effort(q)
         e, q, qd, bad = self._finite(e - hold, q, qd, reasons)
 
         # Soft position limits: never push further out; optionally push back in.
