@@ -224,7 +224,10 @@ MODEL_BASED_VARIANTS = {
 }
 
 
-def bench_model_based(args) -> dict:
+def model_based_jobs(args: argparse.Namespace) -> list[dict]:
+    """The runs of ``bench model-based`` for its command line ``args``: one job per variant
+    and seed. A test that runs the comparison at CI scale builds its runs here too, so it
+    checks the benchmark's own configs, not a copy."""
     jobs = []
     variants = args.variants or list(MODEL_BASED_VARIANTS)
     warmup = {} if args.warmup_steps is None else {"warmup_steps": args.warmup_steps}
@@ -267,7 +270,11 @@ def bench_model_based(args) -> dict:
                 imr = {**cfg, "model_based": {"enabled": True, **imagination}}
                 job["equal_updates"] = equal_updates_schedule(imr)
             jobs.append(job)
-    results = _run(jobs, args.workers)
+    return jobs
+
+
+def bench_model_based(args: argparse.Namespace) -> dict:
+    results = _run(model_based_jobs(args), args.workers)
     variants_out = aggregate(results)
     mark_threshold(variants_out)
     payload = {
