@@ -11,12 +11,10 @@ next, which are what the policy waits on). No wall-clock figure is asserted.
 
 from __future__ import annotations
 
-import subprocess
-
 import numpy as np
 import pytest
 from std_msgs.msg import Float64MultiArray
-from support.ros import PYTHON, REPO, RosTestNode, allocate_domain, ros_env
+from support.ros import RosTestNode, allocate_domain, finish_launch, launch_graph
 
 from naf_ros.ros import qos
 from naf_ros.ros.codec import unpack_arrays
@@ -47,22 +45,14 @@ def run_graph(tmp_path, name: str, *extra: str) -> dict[int, float]:
     lease = allocate_domain()
     probe = RosTestNode(lease.domain_id)
     progress = probe.collect(Float64MultiArray, PROGRESS_TOPIC, qos.LATCHED)
-    args = [PYTHON, "-m", "naf_ros.cli", "launch", "--", "--domain-id", str(lease.domain_id)]
-    args += ["--run-dir", str(tmp_path / name), "--mode", "realtime", "--quiet"]
-    args += ["--episodes", str(EPISODES)]
-    args += ["--skip", "dynamics_fitter", "--skip", "ilqg_explorer"]
-    for item in [*SLOW_LEARNER, *extra]:
-        args += ["--set", item]
-    proc = subprocess.Popen(
-        args, env=ros_env(lease.domain_id), cwd=str(REPO), text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = launch_graph(
+        lease.domain_id, tmp_path / name, "--mode", "realtime", "--quiet",
+        "--episodes", str(EPISODES), "--skip", "dynamics_fitter", "--skip", "ilqg_explorer",
+        sets=[*SLOW_LEARNER, *extra],
     )  # fmt: skip
     try:
-        out, _ = proc.communicate(timeout=240)
+        out = finish_launch(proc, 240)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            out = proc.communicate()[0]
         msgs = progress.snapshot()
         probe.close()
         lease.release()

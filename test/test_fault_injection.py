@@ -26,7 +26,6 @@ import ast
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from support.faults import dump_stacks, node_pid
-from support.ros import PYTHON, REPO, RosTestNode, allocate_domain, ros_env, wait_until
+from support.ros import RosTestNode, allocate_domain, launch_graph, stop_launch, wait_until
 
 from naf_ros.core.checkpoint import load_checkpoint
 from naf_ros.ros import qos
@@ -92,12 +91,7 @@ class Run:
         self.diag = self.probe.collect(DiagnosticArray, DIAGNOSTICS_TOPIC, 500)
         self.cmds = self.probe.collect(Float64MultiArray, commands_topic(), DEEP)
         self.js = self.probe.collect(JointState, JOINT_STATES_TOPIC, DEEP)
-        args = [PYTHON, "-m", "naf_ros.cli", "launch", "--", "--domain-id", str(domain),
-                "--run-dir", str(run_dir), *GRAPH]  # fmt: skip
-        self.proc = subprocess.Popen(
-            args, env=ros_env(domain), cwd=str(REPO), stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+        self.proc = launch_graph(domain, run_dir, *GRAPH)
 
     # --- what the probe saw -----------------------------------------------------------------
     def transitions(self) -> list[dict]:
@@ -230,14 +224,7 @@ class Run:
         )
 
     def close(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = self.proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, _ = self.proc.communicate()
-        return out
+        return stop_launch(self.proc, 60)
 
 
 def incarnations(transitions: list[dict]) -> list[dict[int, dict]]:

@@ -83,7 +83,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import subprocess
 import threading
 import time
 from collections import Counter, deque
@@ -112,7 +111,7 @@ from support.malform import (
     draw_plans,
     valid_bases,
 )
-from support.ros import PYTHON, REPO, RosTestNode, allocate_domain, ros_env, wait_until
+from support.ros import RosTestNode, allocate_domain, launch_graph, reap_launch, wait_until
 
 from naf_ros.core.checkpoint import load_checkpoint
 from naf_ros.ros import qos
@@ -346,12 +345,7 @@ class Graph:
             watch.fuzz_gids = self.fuzz_gids(topic)
             n.create_subscription(cls, topic, watch, PROBE_IN, content_filter_options=filters[name])
         self.diag = self.node.collect(DiagnosticArray, DIAGNOSTICS_TOPIC, 1000)
-        args = [*NICE, PYTHON, "-m", "naf_ros.cli", "launch", "--", "--domain-id", str(domain),
-                "--run-dir", str(run_dir), *GRAPH]  # fmt: skip
-        self.proc = subprocess.Popen(
-            args, env=ros_env(domain), cwd=str(REPO), stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+        self.proc = launch_graph(domain, run_dir, *GRAPH, prefix=NICE)
         self.output = ""
 
     def fuzz_gids(self, topic: str) -> set[bytes]:
@@ -419,12 +413,7 @@ class Graph:
                         log = self.run_dir / "logs" / f"{name}.log"
                         self.output += f"\n=== {name} still up {at:.0f} s after Ctrl-C ===\n"
                         self.output += dump_stacks(pid, log) + "\n"
-        try:
-            out, _ = self.proc.communicate(timeout=90)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, _ = self.proc.communicate()
-        self.output += out or ""
+        self.output += reap_launch(self.proc, 90)
         return self.proc.returncode
 
 

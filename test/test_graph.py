@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import csv
 import signal
-import subprocess
 import time
 
 import numpy as np
 import pytest
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float32MultiArray, Float64MultiArray
-from support.ros import PYTHON, REPO, RosTestNode, allocate_domain, ros_env, wait_until
+from support.ros import (
+    RosTestNode,
+    allocate_domain,
+    finish_launch,
+    launch_graph,
+    stop_launch,
+    wait_until,
+)
 
 from naf_ros.bringup.launcher import node_available
 from naf_ros.envs.arm import ArmModel
@@ -45,31 +51,6 @@ SMALL = [
 ]
 
 
-def launch(domain: int, run_dir, *extra: str) -> subprocess.Popen:
-    args = [
-        PYTHON,
-        "-m",
-        "naf_ros.cli",
-        "launch",
-        "--",
-        "--domain-id",
-        str(domain),
-        "--run-dir",
-        str(run_dir),
-    ]
-    for item in SMALL:
-        args += ["--set", item]
-    args += list(extra)
-    return subprocess.Popen(
-        args,
-        env=ros_env(domain),
-        cwd=str(REPO),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 def test_two_arms_full_graph(tmp_path):
     """Two arms, Algorithm 2 on: transitions gap-free per producer, learner and iLQG in play."""
     lease = allocate_domain()
@@ -84,33 +65,22 @@ def test_two_arms_full_graph(tmp_path):
     controllers = probe.collect(Float64MultiArray, CONTROLLER_TOPIC, qos.LATCHED)
     episodes = 4
     t0 = time.monotonic()
-    proc = launch(
-        lease.domain_id,
-        tmp_path,
-        "--arms",
-        "2",
-        "--episodes",
-        str(episodes),
-        "--set",
+    sets = [
+        *SMALL,
         "model_based.enabled=true",
-        "--set",
         "model_based.episodes_per_fit=2",
-        "--set",
         "model_based.ilqg_probability=1.0",
-        "--set",
         "model_based.prior_episodes=2",
-        "--set",
         "model_based.rollout_length=3",
         # The probe checks every seq on the wire, so the policies must wait for it too.
-        "--set",
         "naf_policy.startup_subscribers=[learner, test_probe]",
+    ]
+    proc = launch_graph(
+        lease.domain_id, tmp_path, "--arms", "2", "--episodes", str(episodes), sets=sets
     )
     try:
-        out, _ = proc.communicate(timeout=150)
+        out = finish_launch(proc, 150)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            out = proc.communicate(timeout=30)[0]
         wall = time.monotonic() - t0
         msgs = trans.snapshot()
         cmd_msgs = [c.snapshot() for c in cmds]
@@ -156,20 +126,20 @@ def test_ctrl_c_stops_everything_with_zero_effort(tmp_path):
     trans = probe.collect(Float64MultiArray, TRANSITIONS_TOPIC, qos.TRANSITIONS)
     cmds = probe.collect(Float64MultiArray, "/effort_controller/commands", DEEP)
     skip = ["--skip", "learner", "--skip", "dynamics_fitter", "--skip", "ilqg_explorer"]
-    proc = launch(lease.domain_id, tmp_path, "--episodes", "1000", "--mode", "realtime", *skip)
+    proc = launch_graph(
+        lease.domain_id, tmp_path, "--episodes", "1000", "--mode", "realtime", *skip, sets=SMALL
+    )
     try:
         assert wait_until(lambda: len(trans) >= 2 * T, 90.0), "graph never produced transitions"
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        out = finish_launch(proc, 60)
         time.sleep(0.5)
         last = cmds.last
         n = len(cmds)
         time.sleep(0.5)
         assert len(cmds) == n, "something commanded the arm after shutdown"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        stop_launch(proc)  # (only when something above failed: the launcher is down otherwise)
         probe.close()
         lease.release()
     assert proc.returncode == 130, out

@@ -16,7 +16,7 @@ import signal
 
 import pytest
 from support.netns import HostPair
-from support.ros import PYTHON, allocate_domain
+from support.ros import allocate_domain, launch_args
 
 from naf_ros.bringup.proc_group import ros_child_env, spawn_group, stop_group
 from naf_ros.core.checkpoint import load_checkpoint
@@ -61,14 +61,9 @@ def domain(request):
 
 def launch_cmd(hosts: HostPair, host: int, domain: int, run_dir, skip, *extra: str) -> list[str]:
     """``naf-ros launch`` on one host; ``extra`` are more ``--set`` items."""
-    cmd = [*hosts.exec_prefix(host), PYTHON, "-m", "naf_ros.cli", "launch", "--"]
-    cmd += ["--domain-id", str(domain), "--discovery-range", "SUBNET", "--mode", "realtime"]
-    cmd += ["--run-dir", str(run_dir), "--quiet"]
-    for node in skip:
-        cmd += ["--skip", node]
-    for item in [*SHARED, *extra]:
-        cmd += ["--set", item]
-    return cmd
+    skips = [arg for node in skip for arg in ("--skip", node)]
+    args = ["--discovery-range", "SUBNET", "--mode", "realtime", "--quiet", *skips]
+    return [*hosts.exec_prefix(host), *launch_args(domain, run_dir, *args, sets=[*SHARED, *extra])]
 
 
 def test_arms_and_learner_on_two_hosts(tmp_path, hosts, domain, request):

@@ -10,8 +10,6 @@ nodes this build has.
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import threading
 
 import numpy as np
@@ -19,7 +17,7 @@ import pytest
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
-from support.ros import PYTHON, REPO, RosTestNode, allocate_domain, ros_env
+from support.ros import RosTestNode, allocate_domain, finish_launch, launch_graph
 
 from naf_ros.bringup.launcher import node_available
 from naf_ros.envs.arm import ArmModel
@@ -88,28 +86,22 @@ def test_learning_nodes_on_a_fake_ros2_control_arm(tmp_path):
     trans = probe.collect(Float64MultiArray, TRANSITIONS_TOPIC, qos.TRANSITIONS)
     progress = probe.collect(Float64MultiArray, PROGRESS_TOPIC, qos.LATCHED)
     episodes = 3
-    args = [
-        PYTHON, "-m", "naf_ros.bringup.launcher", "--domain-id", str(lease.domain_id),
-        "--run-dir", str(tmp_path), "--skip", "sim_bridge", "--mode", "realtime",
-        "--controller-name", CONTROLLER, "--episodes", str(episodes),
-        "--set", "naf_policy.reset_mode=homing", "--set", "naf_policy.homing_timeout=10.0",
-        "--set", "naf_policy.home_position=[0.0, 0.0, 0.0]",
-        "--set", "agent.hidden=[16, 16]", "--set", f"env.max_episode_steps={T}",
-        "--set", "agent.warmup_steps=20", "--set", "agent.batch_size=16",
-        "--set", "train.eval_every=100", "--set", "learner.checkpoint_every_s=1000",
-        "--set", "model_based.enabled=true", "--set", "model_based.episodes_per_fit=2",
-        "--set", "model_based.prior_episodes=2",
+    sets = [
+        "naf_policy.reset_mode=homing", "naf_policy.homing_timeout=10.0",
+        "naf_policy.home_position=[0.0, 0.0, 0.0]",
+        "agent.hidden=[16, 16]", f"env.max_episode_steps={T}",
+        "agent.warmup_steps=20", "agent.batch_size=16",
+        "train.eval_every=100", "learner.checkpoint_every_s=1000",
+        "model_based.enabled=true", "model_based.episodes_per_fit=2",
+        "model_based.prior_episodes=2",
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        args, env=ros_env(lease.domain_id), cwd=str(REPO), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
+    proc = launch_graph(
+        lease.domain_id, tmp_path, "--skip", "sim_bridge", "--mode", "realtime",
+        "--controller-name", CONTROLLER, "--episodes", str(episodes), sets=sets,
     )  # fmt: skip
     try:
-        out, _ = proc.communicate(timeout=150)
+        out = finish_launch(proc, 150)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            out = proc.communicate(timeout=30)[0]
         msgs = trans.snapshot()
         with driver._lock:
             commands = list(driver.commands)

@@ -22,8 +22,6 @@ envelope also stops accelerating a joint past the URDF's velocity limits under e
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import threading
 
 import numpy as np
@@ -33,7 +31,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float32MultiArray, Float64MultiArray
 from support.robots import robots_dir
-from support.ros import PYTHON, REPO, RosTestNode, allocate_domain, ros_env
+from support.ros import RosTestNode, allocate_domain, finish_launch, launch_graph
 
 from naf_ros.envs import ARM7_FIXED_ID
 from naf_ros.envs.arm import ArmModel
@@ -141,33 +139,25 @@ def test_learning_nodes_on_a_ur5_driver(interface, tmp_path):
     trans = probe.collect(Float64MultiArray, TRANSITIONS_TOPIC, qos.TRANSITIONS)
     weights = probe.collect(Float32MultiArray, WEIGHTS_TOPIC, qos.LATCHED)
     diagnostics = probe.collect(DiagnosticArray, DIAGNOSTICS_TOPIC, 100)
-    homing = ["--set", "naf_policy.homing_tolerance=0.08"]
-    homing += ["--set", "naf_policy.homing_timeout=15.0"]
+    homing = ["naf_policy.homing_tolerance=0.08", "naf_policy.homing_timeout=15.0"]
     if interface == "effort":  # PD gains in N·m/rad and N·m·s/rad for the drives above
-        homing += ["--set", "naf_policy.homing_kp=30.0", "--set", "naf_policy.homing_kd=10.0"]
-        homing += ["--set", f"safety.effort={SAFE_EFFORT.tolist()}"]
-    args = [
-        PYTHON, "-m", "naf_ros.bringup.launcher", "--domain-id", str(lease.domain_id),
-        "--run-dir", str(tmp_path), "--skip", "sim_bridge", "--skip", "dynamics_fitter",
-        "--skip", "ilqg_explorer", "--controller-name", controller,
-        "--episodes", str(EPISODES), "--robot-description", str(UR5),
-        "--set", f"env.id={ARM7_FIXED_ID}", "--set", f"arm.tip={TIP}",
-        "--set", f"arm.command_interface={interface}",
-        "--set", f"naf_policy.home_position={HOME.tolist()}", *homing,
-        "--set", "agent.hidden=[16, 16]", "--set", f"env.max_episode_steps={T}",
-        "--set", "agent.warmup_steps=20", "--set", "agent.batch_size=16",
-        "--set", "train.eval_every=100", "--set", "learner.checkpoint_every_s=1000",
+        homing += ["naf_policy.homing_kp=30.0", "naf_policy.homing_kd=10.0"]
+        homing += [f"safety.effort={SAFE_EFFORT.tolist()}"]
+    sets = [
+        f"env.id={ARM7_FIXED_ID}", f"arm.tip={TIP}", f"arm.command_interface={interface}",
+        f"naf_policy.home_position={HOME.tolist()}", *homing,
+        "agent.hidden=[16, 16]", f"env.max_episode_steps={T}",
+        "agent.warmup_steps=20", "agent.batch_size=16",
+        "train.eval_every=100", "learner.checkpoint_every_s=1000",
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        args, env=ros_env(lease.domain_id), cwd=str(REPO), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
+    proc = launch_graph(
+        lease.domain_id, tmp_path, "--skip", "sim_bridge", "--skip", "dynamics_fitter",
+        "--skip", "ilqg_explorer", "--controller-name", controller,
+        "--episodes", str(EPISODES), "--robot-description", str(UR5), sets=sets,
     )  # fmt: skip
     try:
-        out, _ = proc.communicate(timeout=150)
+        out = finish_launch(proc, 150)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            out = proc.communicate(timeout=30)[0]
         msgs, n_weights = trans.snapshot(), len(weights)
         versions = weights_versions(diagnostics.snapshot())
         with driver._lock:

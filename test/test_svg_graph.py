@@ -5,7 +5,6 @@ by sampling it, and the episodes' actions are learnt from."""
 from __future__ import annotations
 
 import csv
-import subprocess
 
 import numpy as np
 import pytest
@@ -13,13 +12,12 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float32MultiArray, Float64MultiArray
 from support.ros import (
-    PYTHON,
-    REPO,
     RosTestNode,
     allocate_domain,
     diagnostic_values,
+    finish_launch,
+    launch_graph,
     rejected_counts,
-    ros_env,
 )
 
 from naf_ros.ros import qos
@@ -39,17 +37,6 @@ SMALL = [
 ]
 
 
-def launch(domain: int, run_dir, *extra: str) -> subprocess.Popen:
-    args = [PYTHON, "-m", "naf_ros.cli", "launch", "--", "--domain-id", str(domain)]
-    args += ["--run-dir", str(run_dir)]
-    for item in SMALL:
-        args += ["--set", item]
-    return subprocess.Popen(
-        args + list(extra), env=ros_env(domain), cwd=str(REPO),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-
-
 def test_svg_learns_through_the_graph_and_the_policy_node_samples_it(tmp_path):
     lease = allocate_domain()
     probe = RosTestNode(lease.domain_id)
@@ -57,20 +44,17 @@ def test_svg_learns_through_the_graph_and_the_policy_node_samples_it(tmp_path):
     weights = probe.collect(Float32MultiArray, WEIGHTS_TOPIC, qos.LATCHED)
     diag = probe.collect(DiagnosticArray, DIAGNOSTICS_TOPIC, DEEP)
     episodes = 6
-    proc = launch(
+    proc = launch_graph(
         lease.domain_id, tmp_path, "--episodes", str(episodes), "--mode", "lockstep",
-        "--skip", "dynamics_fitter", "--skip", "ilqg_explorer",
-        "--set", "agent.algorithm=svg1er", "--exploration", "policy",
-        "--set", "naf_policy.startup_subscribers=[learner, test_probe]",
+        "--skip", "dynamics_fitter", "--skip", "ilqg_explorer", "--exploration", "policy",
+        sets=[*SMALL, "agent.algorithm=svg1er",
+              "naf_policy.startup_subscribers=[learner, test_probe]"],
     )  # fmt: skip
     try:
-        out, _ = proc.communicate(timeout=150)
+        out = finish_launch(proc, 150)
         values = diagnostic_values(diag, "naf_policy")
         rejected = rejected_counts(diag, "naf_policy")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            out = proc.communicate()[0]
         msgs = trans.snapshot()
         probe.close()
         lease.release()

@@ -136,6 +136,89 @@ def stop_all(procs: Iterable[NodeProcess], timeout: float = 10.0) -> None:
         p.stop(timeout)
 
 
+# --- the launcher (``naf-ros launch``) ---------------------------------------------------------
+def launch_args(
+    domain_id: int, run_dir: str | Path, *extra: str, sets: Iterable[str] = ()
+) -> list[str]:
+    """The ``naf-ros launch`` command line a user types, on ``domain_id`` into ``run_dir``.
+
+    ``sets`` become ``--set`` items ahead of ``extra``, so a ``--set`` in ``extra`` overrides
+    one of them (the launcher applies them in order).
+    """
+    args = [PYTHON, "-m", "naf_ros.cli", "launch", "--", "--domain-id", str(domain_id)]
+    args += ["--run-dir", str(run_dir)]
+    for item in sets:
+        args += ["--set", item]
+    return args + list(extra)
+
+
+def launch_graph(
+    domain_id: int,
+    run_dir: str | Path,
+    *extra: str,
+    sets: Iterable[str] = (),
+    prefix: Iterable[str] = (),
+) -> subprocess.Popen[str]:
+    """Start ``naf-ros launch`` (``launch_args``; ``prefix`` such as ``nice -n 5`` before it)
+    with its stdout and stderr merged into one text pipe, read by ``finish_launch``."""
+    return subprocess.Popen(
+        [*prefix, *launch_args(domain_id, run_dir, *extra, sets=sets)],
+        env=ros_env(domain_id),
+        cwd=str(REPO),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _rest_of_output(proc: subprocess.Popen[str], timeout: float | None) -> str:
+    """Wait for the exit and read what is left of the output ("" once it was all read)."""
+    if proc.stdout is None or proc.stdout.closed:
+        proc.wait(timeout)
+        return ""
+    out, _ = proc.communicate(timeout=timeout)  # (a retry after a timeout loses nothing)
+    return out or ""
+
+
+def reap_launch(proc: subprocess.Popen[str], grace: float) -> str:
+    """Wait up to ``grace`` s for a launcher already told to stop, then SIGKILL; its output."""
+    try:
+        return _rest_of_output(proc, grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return _rest_of_output(proc, None)
+
+
+def stop_launch(proc: subprocess.Popen[str], grace: float = 30.0) -> str:
+    """Ctrl-C to the launcher if it still runs, so its nodes stop cleanly (the policies zero
+    their commands); SIGKILL after ``grace`` s. Returns the output not read yet; harmless on a
+    launcher that already ended."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    return reap_launch(proc, grace)
+
+
+def finish_launch(proc: subprocess.Popen[str], timeout: float, grace: float = 30.0) -> str:
+    """The launcher's whole output once it ended by itself within ``timeout`` s.
+
+    Otherwise it is stopped (``stop_launch``) before this raises, so whatever the test reads
+    afterwards (probe snapshots) comes from a graph that is down, and the ``TimeoutError``
+    carries the launcher's output for the failure report.
+    """
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        out = stop_launch(proc, grace)  # all of it: communicate() keeps what it read so far
+        raise TimeoutError(
+            f"naf-ros launch still running after {timeout} s (stopped; exit "
+            f"{proc.returncode}); its output:\n{out}"
+        ) from exc
+    except BaseException:
+        stop_launch(proc, grace)
+        raise
+    return out or ""
+
+
 # --- in-test node -----------------------------------------------------------------------------
 class Collector:
     """Messages of one subscription with their monotonic arrival times."""
