@@ -319,8 +319,11 @@ def plot_scores(payload: dict, path: Path) -> None:
             ax.set_xlabel(m["noise_key"], fontsize=8)
             ax.set_ylabel("lr", fontsize=8)
             if not any(k[2] == bn for k in grid):
+                ax.set_xlim(-0.5, len(noises) - 0.5)
+                ax.set_ylim(-0.5, len(lrs) - 0.5)
                 ax.set_facecolor("0.85")
-                ax.text(0.5, 0.5, "not accepted", ha="center", va="center", transform=ax.transAxes)
+                ax.text(0.5, 0.5, "refused by its config", ha="center", va="center",
+                        transform=ax.transAxes)  # fmt: skip
                 continue
             img = np.array([[grid.get((lr, n, bn), np.nan) for n in noises] for lr in lrs])
             ax.imshow(img, cmap="viridis", vmin=lo, vmax=hi, origin="lower", aspect="auto")
