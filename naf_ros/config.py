@@ -103,7 +103,8 @@ class AgentConfig:
 
 @dataclass
 class ExplorationConfig:
-    # policy: the agent's own stochastic policy explores (svg1er only; scale is then unused)
+    # policy: the agent's own stochastic policy explores (svg1er only; scale is then unused,
+    # its magnitude is agent.policy_std_min, the floor of the policy's sigma)
     kind: str = field(
         default="ou", metadata=_choice("ou", "precision", "gaussian", "none", "policy")
     )
