@@ -43,6 +43,11 @@ GAMMA = _check(lambda v: 0 <= v < 1, "a number in [0, 1)")
 TAU = _check(lambda v: 0 < v <= 1, "a number in (0, 1]")
 
 
+# Below SVG(1)-ER's sigma ceiling exp(core.svg.LOG_STD_MAX) = 1.65, so the floor leaves the
+# learned sigma room (test_svg checks the two stay apart).
+POLICY_STD_CEILING = 1.6
+
+
 def _choice(*options: str):
     return _check(lambda v: v in options, "one of " + ", ".join(options))
 
@@ -86,11 +91,20 @@ class AgentConfig:
     # torch.compile the fused update: opt-in, for CUDA; on a small CPU it compiles for
     # minutes and runs no faster (falls back to eager where no compiler works).
     compile: bool = False
+    # svg1er only (naf/ddpg ignore them). The floor of its Gaussian policy's sigma (pre-tanh):
+    # its exploration magnitude (a collapsed sigma stops exploring and zeroes every old row's
+    # pi/mu), below the ceiling e^0.5 of core/svg.py. The truncation of the importance
+    # weights pi/mu (bounded variance, a little bias; >= 1 so on-policy rows weigh 1).
+    policy_std_min: float = field(
+        default=0.1, metadata=_check(lambda v: 0 < v < POLICY_STD_CEILING, "a number in (0, 1.6)")
+    )
+    importance_cap: float = field(default=5.0, metadata=_check(lambda v: v >= 1, "a number >= 1"))
 
 
 @dataclass
 class ExplorationConfig:
-    # policy: the agent's own stochastic policy explores (svg1er only; scale is then unused)
+    # policy: the agent's own stochastic policy explores (svg1er only; scale is then unused,
+    # its magnitude is agent.policy_std_min, the floor of the policy's sigma)
     kind: str = field(
         default="ou", metadata=_choice("ou", "precision", "gaussian", "none", "policy")
     )

@@ -439,6 +439,11 @@ def test_trainer_runs_svg_on_the_reacher_and_resumes(tmp_path):
             "agent.batch_norm",
         ),
         ({"agent": {"algorithm": "svg2"}}, "agent.algorithm"),
+        ({"agent": {"algorithm": "svg1er", "policy_std_min": 0}}, "agent.policy_std_min"),
+        ({"agent": {"algorithm": "svg1er", "policy_std_min": 2.0}}, "agent.policy_std_min"),
+        ({"agent": {"algorithm": "svg1er", "policy_std_min": "x"}}, "agent.policy_std_min"),
+        ({"agent": {"algorithm": "svg1er", "importance_cap": 0.5}}, "agent.importance_cap"),
+        ({"agent": {"algorithm": "svg1er", "importance_cap": None}}, "agent.importance_cap"),
     ],
 )
 def test_config_errors_are_one_line(data, match):
@@ -452,6 +457,59 @@ def test_config_accepts_svg_with_policy_exploration_and_refuses_a_gpu():
     assert isinstance(make_agent(cfg.agent, 3, 1), SVGAgent)
     with pytest.raises(ConfigError, match="agent.device"):
         make_agent(cfg.agent, 3, 1, device="cuda")
+
+
+def test_floor_and_cap_keys_default_to_the_former_constants():
+    from naf_ros.config import POLICY_STD_CEILING
+    from naf_ros.core.svg import LOG_STD_MAX, LOG_STD_MIN
+
+    cfg = AgentConfig()
+    assert cfg.policy_std_min == 0.1 and cfg.importance_cap == 5.0
+    assert LOG_STD_MIN == math.log(0.1) and IMPORTANCE_CAP == 5.0
+    assert make().net.actor.log_std_min == LOG_STD_MIN
+    assert POLICY_STD_CEILING < math.exp(LOG_STD_MAX)  # the validated floor stays below sigma's
+    # sigma starts at 0.5 under any floor below it, mid-range (log) above it
+    obs = torch.zeros(1, OBS)
+    for floor, start in ((0.1, 0.5), (0.3, 0.5), (1.0, math.exp(0.5 * (math.log(1.0) + 0.5)))):
+        log_std = make(policy_std_min=floor).net.actor(obs)[1]
+        # (the head's small initial weights move it a little off its bias)
+        torch.testing.assert_close(
+            torch.exp(log_std), torch.full((1, ACT), start), rtol=0.01, atol=0
+        )
+
+
+def test_a_custom_sigma_floor_bounds_acting_sampling_and_learning():
+    floor = 0.4
+    agent = make(seed=3, policy_std_min=floor)
+    obs = torch.as_tensor(np.random.default_rng(0).normal(size=(50, OBS)) * 3, dtype=torch.float32)
+    for s in range(20):
+        agent.update(batch(seed=s))
+        assert torch.exp(agent.net.actor(obs)[1]).min() >= floor * (1 - 1e-6)
+    with torch.no_grad():  # push sigma onto its floor: then it is the floor exactly
+        agent.net.actor.log_std.weight.zero_()
+        agent.net.actor.log_std.bias.fill_(-60.0)
+    torch.testing.assert_close(agent.net.actor(obs)[1], torch.full((50, ACT), math.log(floor)))
+    # acting (agent and the node's numpy actor) samples tanh(m + floor xi)
+    x = obs[0].numpy().astype(np.float64)
+    mean = agent.net.actor(obs[:1])[0][0].detach().numpy().astype(np.float64)
+    xi = np.random.default_rng(5).standard_normal(ACT)
+    want = np.tanh(mean + floor * xi)
+    for act in (agent.act, NumpyActor(agent.net).act):
+        got = act(x, make_noise("policy", ACT, 0.3, 0.15, np.random.default_rng(5)))
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_a_custom_importance_cap_truncates_the_weights_in_the_update():
+    b = batch(seed=4)
+    b["behaviour_logp"] = np.full(len(b["reward"]), -80.0, np.float32)  # pi/mu enormous
+    for cap in (1.5, IMPORTANCE_CAP):
+        agent = make(seed=1, **({} if cap == IMPORTANCE_CAP else {"importance_cap": cap}))
+        agent.update(b)
+        assert agent.last_mean_weight == pytest.approx(cap, rel=1e-6)
+    b["behaviour_logp"] = np.full(len(b["reward"]), 80.0, np.float32)  # pi/mu tiny: no cap
+    agent = make(seed=1, importance_cap=1.5)
+    agent.update(b)
+    assert agent.last_mean_weight < 1e-6
 
 
 def test_acting_refuses_noise_that_is_not_the_policys():

@@ -11,9 +11,14 @@ Suites:
   updates      learner updates/s for the paper's network sizes
   graph        ROS node graph: lockstep steps/s vs in-process, real-time latency, K arms
   model-error  imagined vs. real rollouts: tip and reward error of each dynamics model
+  precision    NAF vs DDPG vs SVG(1)-ER: tip distance and speed at the end of episodes
+  table1       the paper's Table 1: NAF vs DDPG vs SVG(1)-ER, episodes to within 5% of the best
+  tune         lr x noise x batch norm searched alike per method on one seed; pick vs
+               defaults on held-out seeds
   report       tables, JSON and plots rebuilt from finished run folders
 
 Modules: ``common`` (machine record, jobs, aggregation, threshold, output), ``learning``
-(naf, model-based, updates, report), ``model_error``, ``graph`` (one module per part) and
-``main`` (the dispatcher behind ``naf-ros bench`` and ``python -m naf_ros.bench``).
+(naf, model-based, updates, report), ``model_error``, ``precision``, ``table1``, ``tune``,
+``graph`` (one module per part) and ``main`` (the dispatcher behind ``naf-ros bench`` and
+``python -m naf_ros.bench``).
 """

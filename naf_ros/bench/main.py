@@ -1,6 +1,6 @@
 """The dispatcher behind ``naf-ros bench`` and ``python -m naf_ros.bench``.
 
-Why separate: ``graph``, ``model-error``, ``precision`` and ``table1`` have option sets of
+Why separate: ``graph``, ``model-error``, ``precision``, ``table1`` and ``tune`` have option sets of
 their own, so the suite name decides which parser reads the rest of the command line; each
 suite's module is imported only when that suite runs (the graph suite needs rclpy, the
 others torch).
@@ -28,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
         from naf_ros.bench.table1 import main as table1_main
 
         return table1_main(argv[1:])
+    if argv[:1] == ["tune"]:  # lr x noise x batch norm per method, held-out seeds (own options)
+        from naf_ros.bench.tune import main as tune_main
+
+        return tune_main(argv[1:])
     if argv[:1] == ["graph"]:  # the graph suite has its own options (see --help there)
         from naf_ros.bench.graph.harness import build_parser as graph_parser
         from naf_ros.bench.graph.suite import main as graph_main

@@ -58,11 +58,12 @@ def hidden_list(text: str) -> list[int]:
     return [int(v) for v in text.split(",")]
 
 
-def add_method_args(parser: argparse.ArgumentParser) -> None:
-    """Options every comparison suite shares: what runs, how many seeds, the hyperparameters
-    every method gets alike."""
+def add_method_args(parser: argparse.ArgumentParser, seeds: bool = True) -> None:
+    """Options every comparison suite shares: what runs, how many seeds (``seeds=False``: the
+    suite names its seeds itself), the hyperparameters every method gets alike."""
     parser.add_argument("--out", type=Path, default=Path("bench_results"))
-    parser.add_argument("--seeds", type=int, default=3)
+    if seeds:
+        parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
         "--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
@@ -159,7 +160,7 @@ def plot_bands(variants: dict, bands: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _no_none(results: list[dict]) -> list[dict]:
+def no_none(results: list[dict]) -> list[dict]:
     """Tasks without a fingertip have no tip distance: NaN, so seed means stay numeric."""
     for r in results:
         if r.get("final_eval_tip_distance") is None:
@@ -216,7 +217,7 @@ def bench_table1(args: argparse.Namespace) -> dict:
                         "run_dir": str(args.out / "runs" / "table1" / task / method / f"s{seed}"),
                     }
                 )
-        results = _no_none(run_jobs(jobs, args.workers))
+        results = no_none(run_jobs(jobs, args.workers))
         variants = aggregate(results)
         mark_threshold(variants)
         payload["envs"][env_id] = variants

@@ -18,7 +18,7 @@ from torch import nn
 
 from naf_ros.core.ddpg import DDPGNetworks
 from naf_ros.core.networks import GroupedBatchNorm, GroupedLinear, NAFNetwork
-from naf_ros.core.svg import LOG_STD_MAX, LOG_STD_MIN, SVGNetworks, policy_xi
+from naf_ros.core.svg import LOG_STD_MAX, SVGNetworks, policy_xi
 
 V, MU, L = 0, 1, 2  # head order in NAFNetwork
 
@@ -39,6 +39,7 @@ class NumpyActor:
             if self.stochastic:
                 self._std_w = _np(net.actor.log_std.weight).T
                 self._std_b = _np(net.actor.log_std.bias)
+                self._log_std_min = net.actor.log_std_min  # agent.policy_std_min's log
             return
         self.max_log_diag = net.max_log_diag
         self.n_trunks = net.n_trunks
@@ -126,7 +127,7 @@ class NumpyActor:
         h = self._trunk(obs, 0)
         mean = h @ self._head_w[MU] + self._head_b[MU]
         sig = 0.5 * (np.tanh(0.5 * (h @ self._std_w + self._std_b)) + 1.0)  # sigmoid
-        log_std = LOG_STD_MIN + (LOG_STD_MAX - LOG_STD_MIN) * sig
+        log_std = self._log_std_min + (LOG_STD_MAX - self._log_std_min) * sig
         return np.tanh(mean + np.exp(log_std) * policy_xi(noise))
 
 

@@ -28,16 +28,18 @@ pre-step parameters (one NaN check skips the whole step, as DDPG's):
   w [r_hat(x, u(theta), x'(theta)) + gamma (1 - terminal) V(x'(theta))], where
   u(theta) = tanh(m + sigma xi) and x'(theta) = x + f(x, u(theta)) + sigma_f eta. At the
   current parameters u(theta) and x'(theta) *are* the replayed u and x'.
-- importance weights w = pi(u|x) / mu(u|x), truncated at :data:`IMPORTANCE_CAP` (the paper
-  truncates; the cap is ours). Not normalised per minibatch: on the fixed reacher both
-  normalised variants tried (w / mean w, and that capped) let a few rows dominate a batch
-  and fell apart after about 20 episodes, where the raw ratio kept learning (one seed each).
-  mu's log-density is stored with each transition in R: the learner computes it with the
-  policy's parameters when the transition arrives (in the trainer that is the very policy
-  that acted; behind the ROS graph the published copy lags the learner by a few updates).
-  Where it is unknown (bag warm starts) the ratio is 1. Densities are those of the pre-tanh
-  u; the tanh Jacobian is the same in pi and mu and cancels. sigma(x) is learned, with a
-  floor (see LOG_STD_MIN).
+- importance weights w = pi(u|x) / mu(u|x), truncated at ``agent.importance_cap`` (default
+  :data:`IMPORTANCE_CAP`; the paper truncates, the cap is ours). Not normalised per
+  minibatch: on the fixed reacher both normalised variants tried (w / mean w, and that
+  capped) let a few rows dominate a batch and fell apart after about 20 episodes, where the
+  raw ratio kept learning (one seed each). mu's log-density is stored with each transition
+  in R: the learner computes it with the policy's parameters when the transition arrives (in
+  the trainer that is the very policy that acted; behind the ROS graph the published copy
+  lags the learner by a few updates). Where it is unknown (bag warm starts) the ratio is 1.
+  Densities are those of the pre-tanh u; the tanh Jacobian is the same in pi and mu and
+  cancels. sigma(x) is learned, with a floor ``agent.policy_std_min`` (default
+  exp(:data:`LOG_STD_MIN`) = 0.1): the floor is how much SVG(1)-ER explores at least, its
+  counterpart of the others' ``exploration.scale``.
 
 Acting samples pi (``exploration.kind: policy`` supplies xi), evaluation takes tanh(m(x)).
 ``agent.shared_trunk``, ``max_log_diag`` and ``batch_norm`` (a config error) are NAF's/DDPG's.
@@ -59,21 +61,24 @@ from naf_ros.core.replay import BEHAVIOUR_LOGP
 from naf_ros.core.weights import actor_arrays, load_actor_arrays
 
 BATCH_FIELDS = ("obs", "action", "reward", "next_obs", "terminal")
-IMPORTANCE_CAP = 5.0  # truncation of pi/mu (bounded variance, a little bias)
+# The defaults of agent.importance_cap and agent.policy_std_min (one source: the config).
+IMPORTANCE_CAP = AgentConfig.importance_cap  # truncation of pi/mu (bounded variance, some bias)
 # The policy's pre-tanh log sigma lives in between. The floor keeps it exploring: the value
 # gradient alone shrinks sigma wherever V is concave, and a collapsed sigma also makes every
 # older row's pi/mu vanish (measured on the reacher: sigma 0.007, weights ~0 within 1,000 steps).
-LOG_STD_MIN, LOG_STD_MAX = math.log(0.1), 0.5
-INIT_STD = 0.5  # the policy's sigma before learning (OU 0.3/theta 0.15 is about 0.57)
+LOG_STD_MIN, LOG_STD_MAX = math.log(AgentConfig.policy_std_min), 0.5
+# The policy's sigma before learning (OU 0.3/theta 0.15 is about 0.57); with a floor at or
+# above it, sigma starts halfway (in log) between the floor and the ceiling instead.
+INIT_STD = 0.5
 MODEL_LOG_STD_MIN = -10.0
 ACTION_EDGE = 1.0 - 1e-6  # |u| is clamped here before atanh (float32 tanh saturates)
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-def bounded_log_std(raw: torch.Tensor) -> torch.Tensor:
+def bounded_log_std(raw: torch.Tensor, log_std_min: float = LOG_STD_MIN) -> torch.Tensor:
     """log sigma = MIN + (MAX - MIN) sigmoid(raw): smooth, so it never stops learning at a
     bound, and sigma can neither vanish (exploration and log-densities) nor explode."""
-    return LOG_STD_MIN + (LOG_STD_MAX - LOG_STD_MIN) * torch.sigmoid(raw)
+    return log_std_min + (LOG_STD_MAX - log_std_min) * torch.sigmoid(raw)
 
 
 def pre_squash(action: torch.Tensor) -> torch.Tensor:
@@ -113,22 +118,30 @@ def value_target(
 class GaussianPolicy(nn.Module):
     """pi(u|x): u = tanh(m(x) + sigma(x) xi); one trunk, a mean head and a log-sigma head.
 
-    The mean head is called ``out`` like DDPG's so the numpy actor reads both alike."""
+    The mean head is called ``out`` like DDPG's so the numpy actor reads both alike.
+    ``log_std_min`` is log of ``agent.policy_std_min`` (the numpy actor reads it from here)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: list[int]) -> None:
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden: list[int], log_std_min: float = LOG_STD_MIN
+    ) -> None:
         super().__init__()
+        if not log_std_min < LOG_STD_MAX:
+            raise ValueError(f"policy sigma floor exp({log_std_min}) is not below the ceiling")
         self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.log_std_min = float(log_std_min)
         self.body = _hidden_stack(obs_dim, hidden, False)
         self.out = _small_init(nn.Linear(hidden[-1], act_dim))
         self.log_std = _small_init(nn.Linear(hidden[-1], act_dim))
-        with torch.no_grad():  # sigma(x) starts at INIT_STD everywhere
-            frac = (math.log(INIT_STD) - LOG_STD_MIN) / (LOG_STD_MAX - LOG_STD_MIN)
+        with torch.no_grad():  # sigma(x) starts at INIT_STD everywhere (or mid-range)
+            low = self.log_std_min
+            start = math.log(INIT_STD) if math.log(INIT_STD) > low else 0.5 * (low + LOG_STD_MAX)
+            frac = (start - low) / (LOG_STD_MAX - low)
             self.log_std.bias.fill_(math.log(frac / (1.0 - frac)))
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The pre-tanh mean m(x) and log sigma(x)."""
         h = self.body(obs)
-        return self.out(h), bounded_log_std(self.log_std(h))
+        return self.out(h), bounded_log_std(self.log_std(h), self.log_std_min)
 
 
 class ValueNetwork(nn.Module):
@@ -186,11 +199,13 @@ class RewardNetwork(nn.Module):
 class SVGNetworks(nn.Module):
     """Policy (``actor``, all the policy node needs), V, the model and the reward model."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: list[int]) -> None:
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden: list[int], log_std_min: float = LOG_STD_MIN
+    ) -> None:
         super().__init__()
         hidden = list(hidden)
         self.obs_dim, self.act_dim = obs_dim, act_dim
-        self.actor = GaussianPolicy(obs_dim, act_dim, hidden)
+        self.actor = GaussianPolicy(obs_dim, act_dim, hidden, log_std_min)
         self.value = ValueNetwork(obs_dim, hidden)
         self.model = DynamicsNetwork(obs_dim, act_dim, hidden)
         self.reward = RewardNetwork(obs_dim, act_dim, hidden)
@@ -235,7 +250,7 @@ class SVGAgent:
         self.cfg = cfg
         self.obs_dim, self.act_dim = obs_dim, act_dim
         torch.manual_seed(seed)
-        self.net = SVGNetworks(obs_dim, act_dim, cfg.hidden)
+        self.net = SVGNetworks(obs_dim, act_dim, cfg.hidden, math.log(cfg.policy_std_min))
         self.target = copy.deepcopy(self.net.value)
         self.target.eval()
         actor_lr = cfg.actor_lr if cfg.actor_lr is not None else cfg.lr
@@ -307,7 +322,8 @@ class SVGAgent:
         policy_out = net.actor(obs)
         with torch.no_grad():
             mean, log_std = (t.detach() for t in policy_out)
-            w = importance_weights(gaussian_log_prob(pre_squash(action), mean, log_std), logp_b)
+            logp_pi = gaussian_log_prob(pre_squash(action), mean, log_std)
+            w = importance_weights(logp_pi, logp_b, self.cfg.importance_cap)
             y = value_target(reward, self.target(next_obs), terminal, self.cfg.gamma)
         value_loss = torch.mean(w * (y - net.value(obs)) ** 2)
         objective = svg1_value(
