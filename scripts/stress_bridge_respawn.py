@@ -21,6 +21,7 @@ Prints one line per kill and a summary (count, median, max, number slower than `
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import random
@@ -28,6 +29,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -82,6 +84,17 @@ def capture(run: tfi.Run, k: int, elapsed: float, out: Path) -> Path:
     """Log tails and stacks of the policy and the bridge, taken while the recovery stalls."""
     text = f"kill {k}: no {3 * tfi.T} new transitions {elapsed:.1f} s after the kill\n"
     text += run.hang_report(POLICY, BRIDGE)
+    # The observer itself: is its spin thread alive, does anything still arrive, where are
+    # its threads (a stall seen only by this process would otherwise look like the graph's).
+    counts = {name: len(getattr(run, name)) for name in ("trans", "js", "cmds", "diag", "progress")}
+    text += f"\nprobe spin thread alive: {run.probe._thread.is_alive()}; received {counts}"
+    time.sleep(2.0)
+    later = {name: len(getattr(run, name)) - n for name, n in counts.items()}
+    text += f"\nreceived in the next 2 s: {later}\n--- stacks of this process ---\n"
+    with tempfile.TemporaryFile("w+") as fh:
+        faulthandler.dump_traceback(fh, all_threads=True)
+        fh.seek(0)
+        text += fh.read()
     # Does a fresh client in another participant get an answer? Tells a bridge that does
     # not serve from a policy whose requests do not reach it.
     t0 = time.monotonic()

@@ -23,7 +23,7 @@ from std_srvs.srv import Trigger
 from naf_ros.core.catch_up import CatchUp
 from naf_ros.core.safety import ESTOP, WATCHDOG
 from naf_ros.ros.codec import CONTROLLER_ILQG, CONTROLLER_POLICY, encode_transition
-from naf_ros.ros.names import RESET_SERVICE, TRANSITIONS_TOPIC
+from naf_ros.ros.names import TRANSITIONS_TOPIC
 from naf_ros.ros.policy.reflex import JointSample
 from naf_ros.ros.policy.state_file import PolicyState
 
@@ -327,19 +327,20 @@ class EpisodeWorker:
 
     def _call_reset(self) -> Trigger.Response | None:
         """sim/reset, re-sent every ``RESET_RESEND_S``; the newest request's answer, or None
-        if none came within ``reset_timeout`` (then the client is re-created).
+        if none came within ``reset_timeout``.
 
         Why re-send: after the bridge is restarted (SIGKILL, respawn) a request can be lost
         without any error, in two ways, both seen in ``scripts/stress_bridge_respawn.py``
-        runs (about one respawn in three): (1) it is written while the client's request
-        writer still matches only the dead bridge's reader (a SIGKILLed participant stays in
-        discovery until its lease expires, so the service even looks ready), and the
-        service is volatile, so the new bridge, matched a moment later, never gets it;
-        (2) the new bridge takes it before its response writer has matched our response
-        reader, and Fast DDS drops the answer ("failed to send response (timeout): client
-        will not receive response", a RuntimeWarning in the bridge's log). Either way
-        waiting out ``reset_timeout`` for that one request only delays the restart; with
-        consecutive losses this added up to a stall of tens of seconds (issue #15).
+        runs (about one respawn in three): (1) it is written while our request writer does
+        not match the new bridge's reader yet (a SIGKILLed participant stays in discovery
+        until its lease expires, so the service even looks ready; matching the new one took
+        up to 9 s on a loaded machine), and the service is volatile, so the new bridge
+        never gets it; (2) the new bridge takes it before its response writer has matched
+        our response reader, and Fast DDS drops the answer ("failed to send response
+        (timeout): client will not receive response", a RuntimeWarning in the bridge's
+        log). Sending one request per ``reset_timeout`` turned such a discovery delay into
+        whole multiples of ``reset_timeout`` (issue #15); re-sending gets the answer about
+        as soon as the two are matched.
 
         Why only the newest answer counts: requests from one client reach the bridge in
         order and it serves them one after another, so when the newest is answered every
@@ -347,10 +348,6 @@ class EpisodeWorker:
         from (stamped at or after the newest answer) is the last reset's. An earlier
         answer arriving late could otherwise start the episode from a state a later reset
         replaced.
-
-        Why a new client after a call that got no answer at all: its request writer and
-        response reader are new endpoints, announced afresh, so a pairing with the bridge
-        that discovery has not completed does not keep failing until a lease runs out.
         """
         deadline = time.monotonic() + self.params.reset_timeout
         while True:
@@ -362,10 +359,7 @@ class EpisodeWorker:
                 return future.result() if future.exception() is None else None
             self.reset_client.remove_pending_request(future)  # a late answer is ignored
             if time.monotonic() >= deadline:
-                break
-        self.destroy_client(self.reset_client)
-        self.reset_client = self.create_client(Trigger, RESET_SERVICE)
-        return None
+                return None
 
     def _abort(self, why: str) -> None:
         key = f"aborted_episodes/{why}"
