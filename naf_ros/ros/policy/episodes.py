@@ -27,6 +27,11 @@ from naf_ros.ros.names import TRANSITIONS_TOPIC
 from naf_ros.ros.policy.reflex import JointSample
 from naf_ros.ros.policy.state_file import PolicyState
 
+# A sim/reset request not answered within this is sent again (see EpisodeWorker._call_reset).
+# The bridge answers within milliseconds; a full second keeps a busy machine from sending
+# duplicates (each would reset the arm once more) in the normal case.
+RESET_RESEND_S = 1.0
+
 
 class Stopped(Exception):
     """The worker was asked to stop (deactivation or shutdown)."""
@@ -296,12 +301,7 @@ class EpisodeWorker:
                 return None
         with self._cond:
             before = self._js_count  # the reset's state is one received after this
-        future = self.reset_client.call_async(Trigger.Request())
-        done = threading.Event()
-        future.add_done_callback(lambda _f: (done.set(), self._notify()))
-        resp = None
-        if self._wait(done.is_set, self.params.reset_timeout) and future.exception() is None:
-            resp = future.result()
+        resp = self._call_reset()
         if resp is None:
             self.get_logger().warning("sim/reset did not answer", throttle_duration_sec=5.0)
             return None
@@ -324,6 +324,42 @@ class EpisodeWorker:
             if self._target is None:
                 return state, self.default_target
         return state, self._target.copy()
+
+    def _call_reset(self) -> Trigger.Response | None:
+        """sim/reset, re-sent every ``RESET_RESEND_S``; the newest request's answer, or None
+        if none came within ``reset_timeout``.
+
+        Why re-send: after the bridge is restarted (SIGKILL, respawn) a request can be lost
+        without any error, in two ways, both seen in ``scripts/stress_bridge_respawn.py``
+        runs (about one respawn in three): (1) it is written while our request writer does
+        not match the new bridge's reader yet (a SIGKILLed participant stays in discovery
+        until its lease expires, so the service even looks ready; matching the new one took
+        up to 9 s on a loaded machine), and the service is volatile, so the new bridge
+        never gets it; (2) the new bridge takes it before its response writer has matched
+        our response reader, and Fast DDS drops the answer ("failed to send response
+        (timeout): client will not receive response", a RuntimeWarning in the bridge's
+        log). Sending one request per ``reset_timeout`` turned such a discovery delay into
+        whole multiples of ``reset_timeout`` (issue #15); re-sending gets the answer about
+        as soon as the two are matched.
+
+        Why only the newest answer counts: requests from one client reach the bridge in
+        order and it serves them one after another, so when the newest is answered every
+        earlier one that arrived was served before it; the state the episode then starts
+        from (stamped at or after the newest answer) is the last reset's. An earlier
+        answer arriving late could otherwise start the episode from a state a later reset
+        replaced.
+        """
+        deadline = time.monotonic() + self.params.reset_timeout
+        while True:
+            future = self.reset_client.call_async(Trigger.Request())
+            done = threading.Event()
+            future.add_done_callback(lambda _f, done=done: (done.set(), self._notify()))
+            left = deadline - time.monotonic()
+            if self._wait(done.is_set, min(RESET_RESEND_S, max(left, 0.0))):
+                return future.result() if future.exception() is None else None
+            self.reset_client.remove_pending_request(future)  # a late answer is ignored
+            if time.monotonic() >= deadline:
+                return None
 
     def _abort(self, why: str) -> None:
         key = f"aborted_episodes/{why}"
