@@ -158,12 +158,14 @@ def launch_graph(
     *extra: str,
     sets: Iterable[str] = (),
     prefix: Iterable[str] = (),
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[str]:
     """Start ``naf-ros launch`` (``launch_args``; ``prefix`` such as ``nice -n 5`` before it)
-    with its stdout and stderr merged into one text pipe, read by ``finish_launch``."""
+    with its stdout and stderr merged into one text pipe, read by ``finish_launch``.
+    ``env``: extra environment for the launcher and its nodes."""
     return subprocess.Popen(
         [*prefix, *launch_args(domain_id, run_dir, *extra, sets=sets)],
-        env=ros_env(domain_id),
+        env=ros_env(domain_id, env),
         cwd=str(REPO),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -270,8 +272,10 @@ class Collector:
 class RosTestNode(BackgroundNode):
     """An rclpy node in its own context on ``domain_id``, spinning in a background thread."""
 
-    def __init__(self, domain_id: int, name: str = "test_probe") -> None:
-        super().__init__(name, domain_id, signal_handlers=True)
+    def __init__(
+        self, domain_id: int, name: str = "test_probe", localhost_only: bool = True
+    ) -> None:
+        super().__init__(name, domain_id, signal_handlers=True, localhost_only=localhost_only)
 
     def collect(self, msg_type, topic: str, qos) -> Collector:
         col = Collector()
