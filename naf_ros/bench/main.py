@@ -1,9 +1,9 @@
 """The dispatcher behind ``naf-ros bench`` and ``python -m naf_ros.bench``.
 
-Why separate: ``graph``, ``model-error``, ``precision``, ``table1`` and ``tune`` have option sets of
-their own, so the suite name decides which parser reads the rest of the command line; each
-suite's module is imported only when that suite runs (the graph suite needs rclpy, the
-others torch).
+Why separate: ``graph``, ``model-error``, ``mutants``, ``precision``, ``table1`` and ``tune``
+have option sets of their own, so the suite name decides which parser reads the rest of the
+command line; each suite's module is imported only when that suite runs (the graph suite
+needs rclpy, the others torch).
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         from naf_ros.bench.tune import main as tune_main
 
         return tune_main(argv[1:])
+    if argv[:1] == ["mutants"]:  # planted bugs vs the oracle tests (needs a source checkout)
+        from naf_ros.bench.mutants import main as mutants_main
+
+        return mutants_main(argv[1:])
     if argv[:1] == ["graph"]:  # the graph suite has its own options (see --help there)
         from naf_ros.bench.graph.harness import build_parser as graph_parser
         from naf_ros.bench.graph.suite import main as graph_main

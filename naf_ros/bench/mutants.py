@@ -1,7 +1,13 @@
-#!/usr/bin/env python3
 """Plant known bugs one at a time and check that the named tests catch each of them.
 
-Usage: ``python scripts/mutants.py [--list] [-v] [-k SUBSTRING] [--timeout S]``
+Usage: ``naf-ros bench mutants [--list] [-v] [-k SUBSTRING] [--timeout S] [--out DIR]``
+
+Why a benchmark suite and not a test: every mutant is a full pytest run in its own copy of
+the repository (about 3 minutes for the table on two cores), and what it measures is the
+suite's strength, a figure to keep with the others in BENCHMARKS.md. The cheap half, that
+every snippet still matches the code exactly once, is a test
+(``test/test_bench_mutants.py``), so a refactor cannot orphan a mutant unnoticed. It needs a
+source checkout (the tests are not installed with the package).
 
 Each mutant is an exact text substitution in one file of the package. For every mutant the
 repository is copied to a temporary directory, the snippet is replaced (the script stops
@@ -27,7 +33,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from naf_ros.bench.common import finish
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout that holds naf_ros/ and test/
 IGNORE = shutil.ignore_patterns(
     ".git",
     ".venv",
@@ -48,6 +56,10 @@ IGNORE = shutil.ignore_patterns(
 ILQG = "test/test_oracles_ilqg.py"
 PRIOR = "test/test_oracles_prior.py"
 NAF = "test/test_oracles_naf.py"
+
+
+class SetupError(Exception):
+    """The run cannot start or cannot be trusted (a stale snippet, no checkout, ...)."""
 
 
 @dataclass(frozen=True)
@@ -227,9 +239,9 @@ def apply(repo: Path, m: Mutant, write: bool = True) -> None:
     text = path.read_text() if path.is_file() else ""
     count = text.count(m.old)
     if count != 1:
-        raise SystemExit(
+        raise SetupError(
             f"mutant {m.name}: snippet found {count} times in {m.path} (expected once); "
-            f"update the table in scripts/mutants.py\n  snippet: {m.old!r}"
+            f"update MUTANTS in naf_ros/bench/mutants.py: {m.old!r}"
         )
     if write:
         path.write_text(text.replace(m.old, m.new))
@@ -276,58 +288,87 @@ def check_imports_copy(repo: Path) -> None:
         check=True,
     ).stdout.strip()
     if not Path(out).resolve().is_relative_to(repo.resolve()):
-        raise SystemExit(f"the copy does not import its own naf_ros (got {out})")
+        raise SetupError(f"the copy does not import its own naf_ros (got {out})")
+
+
+def check_snippets(chosen: list[Mutant]) -> None:
+    """Every snippet matches its file exactly once and every named test file exists."""
+    for m in chosen:
+        apply(ROOT, m, write=False)
+        for test in m.tests:
+            if not (ROOT / test).is_file():
+                raise SetupError(f"mutant {m.name}: test file {test} does not exist")
+
+
+def run(chosen: list[Mutant], timeout: float, verbose: bool) -> dict:
+    """The baseline, then each mutant in its own copy; returns the JSON record."""
+    all_tests = tuple(sorted({t for m in chosen for t in m.tests}))
+    record: dict = {"suite": "mutants", "mutants": []}
+    with tempfile.TemporaryDirectory(prefix="naf_ros_mutants_") as tmp:
+        base = copy_repo(Path(tmp) / "baseline")
+        check_imports_copy(base)
+        status, out, secs = run_tests(base, all_tests, timeout)
+        print(f"baseline (no mutation): {status} in {secs:.1f} s")
+        if status != "passed":
+            print(out[-3000:], file=sys.stderr)
+            raise SetupError(f"the unmutated tests do not pass ({status}): {' '.join(all_tests)}")
+        record["baseline_s"] = round(secs, 1)
+        for m in chosen:
+            repo = copy_repo(Path(tmp) / m.name)
+            apply(repo, m)
+            status, out, secs = run_tests(repo, m.tests, timeout)
+            if status.startswith("error"):
+                print(out[-3000:], file=sys.stderr)
+                raise SetupError(f"mutant {m.name}: pytest could not run the tests ({status})")
+            verdict = {"failed": "killed", "timeout": "killed (timeout)", "passed": "SURVIVED"}
+            word = verdict[status]
+            print(f"{word:16s} {m.name:32s} {secs:5.1f} s  {m.description}", flush=True)
+            killers = failed_tests(out) if status == "failed" else []
+            if verbose:
+                for name in killers:
+                    print(f"{'':17s}- {name}")
+            record["mutants"].append(
+                {
+                    "name": m.name, "path": m.path, "description": m.description,
+                    "tests": list(m.tests), "verdict": word, "killed_by": killers,
+                    "seconds": round(secs, 1),
+                }
+            )  # fmt: skip
+            shutil.rmtree(repo.parent)
+    return record
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """Exit status: 0 every mutant killed, 1 any survived, 2 set-up error (one line)."""
+    ap = argparse.ArgumentParser(prog="naf-ros bench mutants", description=__doc__.splitlines()[0])
     ap.add_argument("--list", action="store_true", help="print the table and exit")
     ap.add_argument("-k", default="", help="only mutants whose name contains this")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per pytest run")
     ap.add_argument("-v", "--verbose", action="store_true", help="name the tests that fail")
+    ap.add_argument("--out", type=Path, default=Path("bench_results/mutants"))
     args = ap.parse_args(argv)
     chosen = [m for m in MUTANTS if args.k in m.name]
-    if args.list:
-        for m in chosen:
-            print(f"{m.name:32s} {m.path:28s} {' '.join(m.tests):30s} {m.description}")
-        return 0
-    if not chosen:
-        print(f"no mutant matches {args.k!r}", file=sys.stderr)
+    try:
+        if not (ROOT / "test").is_dir():
+            raise SetupError(f"bench mutants needs a source checkout: no test/ in {ROOT}")
+        if not chosen:
+            raise SetupError(f"no mutant matches {args.k!r}")
+        check_snippets(chosen)  # before anything runs
+        if args.list:
+            for m in chosen:
+                print(f"{m.name:32s} {m.path:28s} {' '.join(m.tests):30s} {m.description}")
+            return 0
+        record = run(chosen, args.timeout, args.verbose)
+    except SetupError as exc:
+        print(f"naf-ros bench mutants: {exc}", file=sys.stderr)
         return 2
-    for m in chosen:  # every snippet must match once before anything runs
-        apply(ROOT, m, write=False)
-    all_tests = tuple(sorted({t for m in chosen for t in m.tests}))
-    with tempfile.TemporaryDirectory(prefix="naf_ros_mutants_") as tmp:
-        base = copy_repo(Path(tmp) / "baseline")
-        check_imports_copy(base)
-        status, out, secs = run_tests(base, all_tests, args.timeout)
-        print(f"baseline (no mutation): {status} in {secs:.1f} s")
-        if status != "passed":
-            print(out[-3000:], file=sys.stderr)
-            return 2
-        survived = []
-        for m in chosen:
-            repo = copy_repo(Path(tmp) / m.name)
-            apply(repo, m)
-            status, out, secs = run_tests(repo, m.tests, args.timeout)
-            verdict = {"failed": "killed", "timeout": "killed (timeout)", "passed": "SURVIVED"}
-            word = verdict.get(status, status)
-            print(f"{word:16s} {m.name:32s} {secs:5.1f} s  {m.description}", flush=True)
-            if args.verbose and status == "failed":
-                for name in failed_tests(out):
-                    print(f"{'':17s}- {name}")
-            if status == "passed":
-                survived.append(m.name)
-            elif status.startswith("error"):
-                print(out[-3000:], file=sys.stderr)
-                return 2
-            shutil.rmtree(repo.parent)
-    print(f"\n{len(chosen) - len(survived)}/{len(chosen)} mutants killed")
+    survived = [r["name"] for r in record["mutants"] if r["verdict"] == "SURVIVED"]
+    record["killed"] = len(chosen) - len(survived)
+    record["total"] = len(chosen)
+    finish("mutants", args.out, record, "planted bugs")
+    print(f"\n{record['killed']}/{record['total']} mutants killed")
+    print(f"wrote {args.out}/")
     if survived:
         print("survived: " + ", ".join(survived))
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
