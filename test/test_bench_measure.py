@@ -48,3 +48,44 @@ def test_episodes_to_tip_tolerance_counts_only_a_lasting_arrival():
     assert variants["A"]["episodes_to_tip_tolerance"] == 40
     # Without tip distances (Gymnasium tasks) there is no such episode.
     assert aggregate([_run("B", 0, [-3.0, -2.0])])["B"]["episodes_to_tip_tolerance"] is None
+
+
+def test_step_axis_holds_each_evaluation_and_measures_in_real_steps():
+    """Episodes of unequal length (a pendulum that falls early, then balances): on the step
+    grid each seed keeps its last evaluation until the next one, the seed mean exists once
+    every seed has an evaluation, and the 5% measure is read in real steps."""
+    from naf_ros.bench.table1 import step_curves
+
+    a0 = {"label": "A", "eval_curve": {"env_steps": [100, 250, 900], "return": [1.0, 5.0, 10.0]}}
+    a1 = {"label": "A", "eval_curve": {"env_steps": [300, 600], "return": [2.0, 8.0]}}
+    b0 = {"label": "B", "eval_curve": {"env_steps": [200, 400, 800], "return": [1.0, 2.0, 3.0]}}
+    curves = step_curves([a0, a1, b0], budget=1000, points=10)  # grid 100, 200, ..., 1000
+    assert curves["steps"] == list(range(100, 1001, 100))
+    a = curves["methods"]["A"]
+    # seed 0 held: 1, 1, 5, 5, 5, 5, 5, 5, 10, 10; seed 1: -, -, 2, 2, 2, 8, 8, 8, 8, 8
+    expected = [np.nan, np.nan, 3.5, 3.5, 3.5, 6.5, 6.5, 6.5, 9.0, 9.0]
+    assert np.allclose(a["mean"], expected, equal_nan=True)
+    assert np.allclose(a["min"][2:], [2, 2, 2, 5, 5, 5, 8, 8])
+    b = curves["methods"]["B"]
+    assert np.allclose(b["mean"], [np.nan, 1, 1, 2, 2, 2, 2, 3, 3, 3], equal_nan=True)
+    # Best seed mean of any method: 9.0 (A), so the threshold is 8.55: A at 900 steps, B never.
+    assert np.isclose(curves["threshold"], 9.0 - 0.45)
+    assert a["steps_to_threshold"] == 900 and b["steps_to_threshold"] is None
+
+
+def test_trainer_records_the_real_steps_of_each_evaluation(tmp_path):
+    """The step axis's input: on a fixed-length task, evaluation after episode e sits at
+    e x episode length real steps (evaluation episodes are not counted as experience)."""
+    from naf_ros.config import config_from_dict
+    from naf_ros.core.trainer import Trainer
+
+    cfg = config_from_dict(
+        {
+            "env": {"id": "NafRos/Reacher3DOFFixed-v0", "max_episode_steps": 20},
+            "agent": {"hidden": [8, 8], "warmup_steps": 1000},  # no updates: fast
+            "train": {"episodes": 6, "eval_every": 2, "eval_episodes": 1, "progress": False},
+        }
+    )
+    curve = Trainer(cfg, run_dir=tmp_path, log=None).train()["eval_curve"]
+    assert curve["episode"] == [2, 4, 6]
+    assert curve["env_steps"] == [40, 80, 120]

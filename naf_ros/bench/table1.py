@@ -11,9 +11,10 @@ its importance weights need) where the others take ``--exploration``.
 Reported per task: the paper's measure (the first evaluation at which a method's
 seed-averaged curve is within 5% of the best seed-averaged return of *any* method), final
 and best evaluation returns, and one PNG of learning curves per task with every method's
-seed mean and a min-max band over seeds. Each task has a step budget flag; an episode-based
-run stops at the budget (``train.max_steps``), which also bounds tasks whose episodes end
-early (InvertedDoublePendulum).
+seed mean and a min-max band over seeds, by episode and by real step (``*_steps.png``,
+:func:`step_curves`, with the same 5% measure in steps). Each task has a step budget flag;
+an episode-based run stops at the budget (``train.max_steps``), which also bounds tasks
+whose episodes end early (InvertedDoublePendulum).
 """
 
 from __future__ import annotations
@@ -131,6 +132,67 @@ def seed_bands(results: list[dict]) -> dict[str, dict]:
     return out
 
 
+def step_curves(results: list[dict], budget: int, points: int = 50) -> dict:
+    """Evaluation returns against *real steps*, per method, and the paper's 5% measure on them.
+
+    Why: episodes are the paper's axis, but where episodes end early (a balancing task) a
+    method that balances longer spends its steps in fewer episodes, so per-episode curves
+    compare unequal amounts of experience. Each seed's curve is held from one evaluation to
+    the next on a common grid of real steps (its last measured policy until the next
+    measurement); the seed mean exists where every seed has been evaluated once.
+    """
+    grid = np.linspace(budget / points, budget, points).round().astype(int)
+    out: dict = {"steps": grid.tolist(), "methods": {}}
+    for label in dict.fromkeys(r["label"] for r in results):
+        held = []
+        for r in (r for r in results if r["label"] == label):
+            at = np.asarray(r["eval_curve"].get("env_steps", []), dtype=float)
+            ret = np.asarray(r["eval_curve"]["return"], dtype=float)
+            idx = np.searchsorted(at, grid, side="right") - 1  # last evaluation at or before
+            row = np.full(grid.shape, np.nan)
+            if ret.size:
+                row = np.where(idx >= 0, ret[np.maximum(idx, 0)], np.nan)
+            held.append(row)
+        stack = np.stack(held)
+        out["methods"][label] = {
+            "mean": stack.mean(0).tolist(),  # NaN until every seed has an evaluation
+            "min": stack.min(0).tolist(),
+            "max": stack.max(0).tolist(),
+        }
+    means = [np.asarray(m["mean"]) for m in out["methods"].values()]
+    best = max((float(np.nanmax(m)) for m in means if np.isfinite(m).any()), default=np.nan)
+    threshold = best - 0.05 * abs(best)
+    out["threshold"] = threshold
+    for m in out["methods"].values():
+        hits = [int(s) for s, v in zip(grid, m["mean"]) if np.isfinite(v) and v >= threshold]
+        m["steps_to_threshold"] = hits[0] if hits else None
+    return out
+
+
+def plot_step_bands(curves: dict, path: Path, title: str) -> None:
+    """The step-axis twin of :func:`plot_bands`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, m in curves["methods"].items():
+        (line,) = ax.plot(curves["steps"], m["mean"], label=label, lw=1.6)
+        ax.fill_between(curves["steps"], m["min"], m["max"], alpha=0.2,
+                        color=line.get_color(), lw=0)  # fmt: skip
+    if np.isfinite(curves["threshold"]):
+        ax.axhline(curves["threshold"], color="grey", ls="--", lw=1, label="within 5% of best")
+    ax.set_xlabel("real steps (each seed's last evaluation held to the next)")
+    ax.set_ylabel("evaluation return")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_bands(variants: dict, bands: dict, path: Path, title: str) -> None:
     """Seed-mean curve per method with a min-max band over seeds and the 5% threshold."""
     import matplotlib
@@ -224,12 +286,19 @@ def bench_table1(args: argparse.Namespace) -> dict:
         payload["tasks"][task] = {"env": env_id, "step_budget": steps, "eval_every": every}
         all_bands[env_id] = seed_bands(results)
         payload["tasks"][task]["bands"] = all_bands[env_id]
+        by_steps = payload["tasks"][task]["by_steps"] = step_curves(results, steps)
         print_rows(task, env_id, variants)
+        print("real steps to within 5% of the best (step axis): " + ", ".join(
+            f"{label} {m['steps_to_threshold']}" for label, m in by_steps["methods"].items()
+        ))  # fmt: skip
     title = " vs ".join(METHODS[m] for m in args.methods)
     out = finish("table1", args.out, payload, f"Table 1: {title}")
     for env_id, variants in payload["envs"].items():  # replace the plain curves with banded ones
         path = args.out / f"table1_{env_id.replace('/', '_')}.png"
         plot_bands(variants, all_bands[env_id], path, f"{title}: {env_id}")
+    for info in payload["tasks"].values():
+        path = args.out / f"table1_{info['env'].replace('/', '_')}_steps.png"
+        plot_step_bands(info["by_steps"], path, f"{title}: {info['env']}")
     return out
 
 

@@ -413,6 +413,9 @@ class Trainer:
     def finish(self, wall: float) -> dict:
         eps, rets = self.metrics.column("eval_return")
         _, tips = self.metrics.column("eval_tip_distance")
+        # Real steps at each evaluation: tasks whose episodes end early (a pendulum that
+        # falls) compare methods fairly only on this axis, not on the episode count.
+        steps_at = dict(zip(*self.metrics.column("env_steps"), strict=True))
         ep5, best = episodes_to_within(eps, rets)
         summary = {
             "env": self.cfg.env.id,
@@ -430,7 +433,12 @@ class Trainer:
             "episodes_to_within_5pct": ep5,
             "updates_per_s": self.agent.updates / max(self.counters.update_seconds, 1e-9),
             "wall_s": wall,
-            "eval_curve": {"episode": eps, "return": rets, "tip_distance": tips},
+            "eval_curve": {
+                "episode": eps,
+                "env_steps": [int(steps_at[e]) for e in eps],
+                "return": rets,
+                "tip_distance": tips,
+            },
             "final_eval_precision": self.last_eval_precision,
         }
         if self.model_based is not None:
