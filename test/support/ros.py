@@ -9,6 +9,7 @@ and an in-test node spins in a background thread with collectors that record wha
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -317,6 +318,20 @@ def wait_until(pred: Callable[[], bool], timeout: float, period: float = 0.02) -
             return True
         time.sleep(period)
     return pred()
+
+
+# --- the policy's own record --------------------------------------------------------------------
+def policy_final_weights_version(run_dir: Path) -> float:
+    """The weights version the policy acted with when its run ended (0.0: none loaded), from
+    its closing log line ("done: ... weights version V").
+
+    Why not /diagnostics: they come once per period, so the last one a probe receives can
+    predate the last weights the node loaded, and a node that is done publishes no more.
+    """
+    log = (Path(run_dir) / "logs" / "naf_policy.log").read_text(errors="replace")
+    done = re.findall(r"\bdone: .*weights version (\S+)", log)
+    assert done, "the policy never logged the end of its run:\n" + log[-2000:]
+    return 0.0 if done[-1] == "None" else float(done[-1])
 
 
 # --- /diagnostics -----------------------------------------------------------------------------
