@@ -180,7 +180,19 @@ class Run:
             pid = node_pid(self.proc.pid, node)
             stacks = dump_stacks(pid, self.log_path(node)) if pid is not None else "(not running)"
             parts.append(f"=== {node} log ===\n{tail}\n{stacks}")
-        return "\n".join(parts)
+        return "\n".join([*parts, self.endpoint_report()])
+
+    def endpoint_report(self) -> str:
+        """Who the probe's participant sees on the learning topics (a discovery failure shows
+        as a missing endpoint; a delivery failure as endpoints present but no data)."""
+        n = self.probe.node
+        lines = ["=== endpoints seen by the probe ==="]
+        for topic in (TRANSITIONS_TOPIC, PROGRESS_TOPIC, CONTROLLER_TOPIC):
+            pubs = sorted(i.node_name for i in n.get_publishers_info_by_topic(topic))
+            subs = sorted(i.node_name for i in n.get_subscriptions_info_by_topic(topic))
+            lines.append(f"{topic}: publishers {pubs}, subscribers {subs}")
+        lines.append(f"nodes: {sorted(n.get_node_names())}")
+        return "\n".join(lines)
 
     # --- faults -----------------------------------------------------------------------------
     def kill(self, node: str, timeout: float = 40.0, pid: int | None = None) -> float:
