@@ -169,21 +169,23 @@ def step_curves(results: list[dict], budget: int, points: int = 50) -> dict:
     return out
 
 
-def plot_step_bands(curves: dict, path: Path, title: str) -> None:
-    """The step-axis twin of :func:`plot_bands`."""
+def _band_figure(series: list[tuple], threshold: float | None, xlabel: str, path: Path,
+                 title: str) -> None:  # fmt: skip
+    """One figure: per method (label, x, mean, band-or-None), the 5% line, saved as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for label, m in curves["methods"].items():
-        (line,) = ax.plot(curves["steps"], m["mean"], label=label, lw=1.6)
-        ax.fill_between(curves["steps"], m["min"], m["max"], alpha=0.2,
-                        color=line.get_color(), lw=0)  # fmt: skip
-    if np.isfinite(curves["threshold"]):
-        ax.axhline(curves["threshold"], color="grey", ls="--", lw=1, label="within 5% of best")
-    ax.set_xlabel("real steps (each seed's last evaluation held to the next)")
+    for label, x, mean, band in series:
+        (line,) = ax.plot(x, mean, label=label, lw=1.6)
+        if band is not None:
+            bx, lo, hi = band
+            ax.fill_between(bx, lo, hi, alpha=0.2, color=line.get_color(), lw=0)
+    if threshold is not None and np.isfinite(threshold):
+        ax.axhline(threshold, color="grey", ls="--", lw=1, label="within 5% of best")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("evaluation return")
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -191,35 +193,28 @@ def plot_step_bands(curves: dict, path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_step_bands(curves: dict, path: Path, title: str) -> None:
+    """The step-axis twin of :func:`plot_bands`."""
+    x = curves["steps"]
+    series = [(lab, x, m["mean"], (x, m["min"], m["max"])) for lab, m in curves["methods"].items()]
+    xlabel = "real steps (each seed's last evaluation held to the next)"
+    _band_figure(series, curves["threshold"], xlabel, path, title)
 
 
 def plot_bands(variants: dict, bands: dict, path: Path, title: str) -> None:
     """Seed-mean curve per method with a min-max band over seeds and the 5% threshold."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    series = []
     for label, v in variants.items():
         if not v["episodes"]:
             continue
-        (line,) = ax.plot(v["episodes"], v["mean_eval_return"], label=label, lw=1.6)
         band = bands.get(label)
-        if band and len(v["seeds"]) > 1:
-            ax.fill_between(band["episodes"], band["min"], band["max"], alpha=0.2,
-                            color=line.get_color(), lw=0)  # fmt: skip
+        spread = (band["episodes"], band["min"], band["max"]) if band else None
+        multi = len(v["seeds"]) > 1
+        series.append((label, v["episodes"], v["mean_eval_return"], spread if multi else None))
     threshold = next(iter(variants.values()), {}).get("threshold")
-    if threshold is not None:
-        ax.axhline(threshold, color="grey", ls="--", lw=1, label="within 5% of best")
-    ax.set_xlabel("episode")
-    ax.set_ylabel("evaluation return")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _band_figure(series, threshold, "episode", path, title)
 
 
 def no_none(results: list[dict]) -> list[dict]:
