@@ -464,23 +464,29 @@ def test_sigkill_each_node_in_turn_loses_nothing(tmp_path):
     counters = ckpt["learner"]["counters"]
     assert counters["extra"]["gaps"] == 0 and counters["extra"]["lost"] == 0, counters
     assert counters["extra"]["restarts"] == 1, counters
-    # The learner holds the first process's whole sequence and the second's up to its last
-    # seq, each once. The probe may lack the very last transition: it goes out while the
-    # policy shuts down, and once in ~40 runs the policy exited before the probe (not the
-    # learner) had its copy. Nothing else may differ.
+    # The learner holds each policy process's sequence from 0, each transition once. The
+    # probe may lack the very last transition of either process: the first's goes out as it
+    # is SIGKILLed (the dying writer reached the learner's reader but not the probe's; seen
+    # once in 16 runs), the second's while it shuts down (once in ~40 runs the policy
+    # exited before the probe had its copy). Nothing else may differ.
     last = ckpt["processed"][0]
     assert set(ckpt["processed"]) == {0} and last in (len(runs[-1]) - 1, len(runs[-1])), (
         ckpt["processed"],
         len(runs[-1]),
     )
-    trained = len(runs[0]) + last + 1
-    assert counters["transitions"] == trained, (counters["transitions"], trained, published)
+    trained = counters["transitions"]
+    first = trained - (last + 1)  # the first process's transitions, as the learner counted
+    assert first in (len(runs[0]), len(runs[0]) + 1), (trained, len(runs[0]), last, published)
     # The closed bag segments hold exactly what the learner trained on, each once.
     bag = read_bag_transitions(tmp_path / "experience")
     keys = [(episode, seq) for episode, seq, _ in bag]
     assert len(keys) == len(set(keys)) == trained, (len(keys), len(set(keys)), trained)
     sent = {(t["episode"], t["seq"]) for r in runs for t in r.values()}
-    assert sent <= set(keys) and all(seq == last for _, seq in set(keys) - sent)
+    second_from = min(t["episode"] for t in runs[1].values())
+    unseen = set(keys) - sent  # only a process's last transition, as above
+    assert sent <= set(keys) and all(
+        seq == (len(runs[0]) if episode < second_from else last) for episode, seq in unseen
+    ), (sorted(unseen), len(runs[0]), last)
     incomplete = list((tmp_path / "experience").glob("transitions_*.incomplete"))
     arm_segments = [p for p in (tmp_path / "experience").glob("arm_*") if p.is_dir()]
     topics = read_arm_topics(arm_segments)
