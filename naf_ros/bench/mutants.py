@@ -3,7 +3,7 @@
 Usage: ``naf-ros bench mutants [--list] [-v] [-k SUBSTRING] [--timeout S] [--out DIR]``
 
 Why a benchmark suite and not a test: every mutant is a full pytest run in its own copy of
-the repository (about 3 minutes for the table on two cores), and what it measures is the
+the repository (about 2 minutes for the table on two cores), and what it measures is the
 suite's strength, a figure to keep with the others in BENCHMARKS.md. The cheap half, that
 every snippet still matches the code exactly once, is a test
 (``test/test_bench_mutants.py``), so a refactor cannot orphan a mutant unnoticed. It needs a
