@@ -173,13 +173,15 @@ class Run:
         return "\n".join(lines[-n:])
 
     def hang_report(self, *nodes: str) -> str:
-        """For a failed wait: each node's log tail and where its threads are (SIGUSR1 dump)."""
+        """For a failed wait: each node's log tail, where its threads are (SIGUSR1 dump) and
+        its newest /diagnostics values."""
         parts = []
         for node in nodes:
             tail = self.log_tail(node)  # before the dump, which goes into the same log
             pid = node_pid(self.proc.pid, node)
             stacks = dump_stacks(pid, self.log_path(node)) if pid is not None else "(not running)"
-            parts.append(f"=== {node} log ===\n{tail}\n{stacks}")
+            diag = self.diag_values(node)  # e.g. the learner's matched publishers, held seqs
+            parts.append(f"=== {node} log ===\n{tail}\n{stacks}\n{node} diagnostics: {diag}")
         return "\n".join([*parts, self.endpoint_report()])
 
     def endpoint_report(self) -> str:

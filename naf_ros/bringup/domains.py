@@ -3,9 +3,14 @@
 Why: two node graphs on one domain see each other's topics, so concurrent benchmark runs,
 pytest runs and xdist workers would feed each other's nodes. Each id is held through an
 ``flock`` on its own lock file, which the kernel drops when the holder dies, so a crashed
-run never keeps an id. Benchmarks and tests use disjoint ranges (tests 110-159, benchmarks
-224-232, the top of Fast DDS's valid ids) but the same lock files, so neither can take an id
-the other holds.
+run never keeps an id. Benchmarks and tests use disjoint ranges (tests 50-99, benchmarks
+40-48) but the same lock files, so neither can take an id the other holds.
+
+Why these ranges: DDS derives its UDP ports from the domain id (7400 + 250 * id, plus a
+few per participant). Above id 101 they fall inside Linux's ephemeral port range
+(32768-60999), where any socket on the machine, a Fast DDS participant's own sending sockets
+included, may already hold the port a participant computes (ROS 2 docs, "About Domain ID":
+choose 0-101). The ranges also stay clear of 0, the default id a real arm's graph uses.
 """
 
 from __future__ import annotations
@@ -17,10 +22,10 @@ import time
 from pathlib import Path
 
 LOCK_DIR = Path(tempfile.gettempdir()) / "naf_ros_test_domains"
-# Range of domain ids the tests may use: "lo-hi" inclusive (valid Fast DDS ids go up to 232).
+# Range of domain ids the tests may use: "lo-hi" inclusive (keep within 0-101, see above).
 DOMAIN_RANGE_ENV = "NAF_ROS_TEST_DOMAINS"
-TEST_DOMAINS = (110, 159)
-BENCH_DOMAINS = (224, 232)
+TEST_DOMAINS = (50, 99)
+BENCH_DOMAINS = (40, 48)
 
 
 class DomainLease:
@@ -50,7 +55,7 @@ def parse_range(text: str) -> tuple[int, int]:
 
 
 def default_range() -> tuple[int, int]:
-    """The tests' range: ``$NAF_ROS_TEST_DOMAINS`` if set, else 110-159."""
+    """The tests' range: ``$NAF_ROS_TEST_DOMAINS`` if set, else :data:`TEST_DOMAINS`."""
     text = os.environ.get(DOMAIN_RANGE_ENV)
     return parse_range(text) if text else TEST_DOMAINS
 

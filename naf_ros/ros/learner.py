@@ -73,6 +73,7 @@ from naf_ros.ros.names import (
 )
 from naf_ros.ros.params import declare, declare_config
 from naf_ros.ros.persist import CheckpointFile
+from naf_ros.ros.rematch import WatchedSubscription
 from naf_ros.ros.runtime import exit_process, run_node
 
 MODES = ("lockstep", "realtime")
@@ -106,10 +107,13 @@ class LearnerNode(Node):
         # the producer's outbox to fill it (the graph's YAML sets this).
         gap_timeout = float(declare(self, "gap_timeout_s", 0.0))
         max_held = int(declare(self, "max_held", 100_000))
+        # A transitions publisher the graph lists but our reader has not matched for this
+        # long (s): re-create the reader (naf_ros.ros.rematch; 0 = never).
+        rematch_timeout = float(declare(self, "rematch_timeout_s", 5.0))
         if self.weights_every < 1:
             raise ConfigError("weights_every_updates: must be an integer >= 1")
-        if gap_timeout < 0 or max_held < 1:
-            raise ConfigError("gap_timeout_s must be >= 0 and max_held >= 1")
+        if gap_timeout < 0 or max_held < 1 or rematch_timeout < 0:
+            raise ConfigError("gap_timeout_s and rematch_timeout_s must be >= 0 and max_held >= 1")
         torch.set_num_threads(self.cfg.train.torch_threads)
         task = reacher_task(self.cfg, arm_description(self, self.cfg))
         self.task = task
@@ -165,8 +169,14 @@ class LearnerNode(Node):
         self.publish_weights()
         # Subscribe before announcing ourselves, so producers that re-send on seeing a new
         # learner_id find the subscription.
-        self.create_subscription(
-            Float64MultiArray, TRANSITIONS_TOPIC, self._on_transition, qos.TRANSITIONS
+        self._transitions = WatchedSubscription(
+            self,
+            Float64MultiArray,
+            TRANSITIONS_TOPIC,
+            self._on_transition,
+            qos.TRANSITIONS,
+            rematch_timeout,
+            self._on_resubscribed,
         )
         self.create_subscription(Float64MultiArray, MODEL_TOPIC, self._on_model, qos.LATCHED)
         self.publish_progress()
@@ -347,8 +357,16 @@ class LearnerNode(Node):
         # fingertip far better); an observation-space model alone still works.
         self._queue.put(("model", version, joint if joint is not None else model))
 
+    def _on_resubscribed(self, listed: int, matched: int) -> None:
+        self.get_logger().warning(
+            f"{TRANSITIONS_TOPIC}: matched {matched} of {listed} publishers for "
+            f"{self._transitions.watch.timeout_s} s; re-created the subscription "
+            f"[{self._transitions.recreated} so far]"
+        )
+
     def _on_metrics_timer(self) -> None:
         now, updates = time.monotonic(), self.learner.agent.updates
+        self._transitions.check(now)
         t_last, u_last = self._metrics_last
         self._metrics_last = (now, updates)
         loss = self.learner.take_mean_loss()
@@ -427,6 +445,9 @@ class LearnerNode(Node):
             lost_transitions=tracker.lost,
             producer_restarts=tracker.restarts,
             held_transitions=self.sequencer.held,
+            transition_publishers=self._transitions.listed,
+            transition_publishers_matched=self._transitions.matched,
+            transitions_resubscribed=self._transitions.recreated,
             fictional_size=len(L.fictional),
             imagination_transitions=c.imagined,
             imagination_rollouts=c.rollouts,

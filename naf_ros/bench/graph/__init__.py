@@ -1,9 +1,8 @@
 """``naf-ros bench graph``: the ROS 2 node graph measured against the in-process trainer.
 
-Parts (``--parts``, default all); every graph run gets its own ROS domain (a lock file per id
-in 224-232, the top of Fast DDS's valid range, away from the tests' 110-159; see
-naf_ros.bringup.domains), loopback-only discovery, and is torn down (SIGINT, then SIGKILL of
-its process group) whatever happens:
+Parts (``--parts``, default all); every graph run gets its own ROS domain (a lock file per
+id in naf_ros.bringup.domains' BENCH_DOMAINS, apart from the tests' range), loopback-only
+discovery, and is torn down (SIGINT, then SIGKILL of its process group) whatever happens:
 
   throughput  lockstep env steps/s of the whole graph vs. the in-process trainer, same config,
               timed over a fixed number of steps after the replay warm-up (start-up excluded)

@@ -1,10 +1,11 @@
 """The graph benchmark's harness: options, config parity, graph runs and the probe.
 
-Every graph run gets its own ROS domain (leased through naf_ros.bringup.domains, 224-232 by
-default, away from the tests' 110-159), loopback-only discovery, and is torn down (SIGINT,
-then SIGKILL of its process group) whatever happens. A run is one ``naf-ros launch`` process
-tree driven only through its documented CLI; the probe is an rclpy node in the bench
-process that records what the graph publishes, with publisher and DDS-reception stamps.
+Every graph run gets its own ROS domain (leased through naf_ros.bringup.domains, its
+BENCH_DOMAINS by default, apart from the tests' range), loopback-only discovery, and is torn
+down (SIGINT, then SIGKILL of its process group) whatever happens. A run is one ``naf-ros
+launch`` process tree driven only through its documented CLI; the probe is an rclpy node in
+the bench process that records what the graph publishes, with publisher and DDS-reception
+stamps.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 import yaml
 
 import naf_ros.bench.graph as graph_pkg
-from naf_ros.bringup.domains import allocate_domain
+from naf_ros.bringup.domains import BENCH_DOMAINS, allocate_domain
 from naf_ros.bringup.params import NODE_MODULES
 from naf_ros.bringup.proc_group import PACKAGE_ROOT, ros_child_env, spawn_group, stop_group
 from naf_ros.config import SECTIONS, Config, config_from_dict
@@ -104,7 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="graph runs: the arm's URDF/MJCF latched on robot_description (the nodes read it "
         "there); the in-process comparison loads the same file as arm.model",
     )
-    p.add_argument("--domains", default="224-232", help="ROS domain ids to lease, lo-hi")
+    p.add_argument(
+        "--domains",
+        default="{}-{}".format(*BENCH_DOMAINS),
+        help="ROS domain ids to lease, lo-hi",
+    )
     p.add_argument("--run-timeout", type=float, default=1800.0, help="limit per graph run (s)")
     p.add_argument("--workers", type=int, default=2, help=">1: curve runs side by side")
     return p
