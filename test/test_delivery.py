@@ -78,6 +78,49 @@ def test_producer_resends_after_a_live_learner_stays_silent():
     assert prod.due_resend(lambda: True, now=20.0) == []
 
 
+def test_producer_counts_fallback_resends_in_a_row_the_learner_does_not_take():
+    prod = producer_with(0, timeout=5.0, batch=2)
+    prod.on_progress(1.0, last_seq=None, now=0.0)
+    for _ in range(3):
+        prod.add(3, np.zeros(2), now=0.0)
+    t = 0.0
+    for round_ in (1, 2, 3):  # alive, never acknowledging: each round is one more fruitless
+        t += 5.5
+        prod.on_progress(1.0, last_seq=None, now=t)
+        assert [e.seq for e in prod.due_resend(lambda: True, now=t)] == [0, 1]
+        assert [e.seq for e in prod.due_resend(lambda: True, now=t + 0.2)] == [2]
+        assert prod.fruitless == round_  # the round's second batch is not a new round
+    t += 5.5
+    prod.on_progress(1.0, last_seq=None, now=t)
+    assert prod.due_resend(lambda: False, now=t) == []  # postponed: not counted
+    assert prod.fruitless == 3
+    prod.on_progress(1.0, last_seq=0, last_episode=3, now=t + 1)  # it took one: reset
+    assert prod.fruitless == 0
+    t += 7.0
+    prod.on_progress(1.0, last_seq=0, last_episode=3, now=t)
+    assert [e.seq for e in prod.due_resend(lambda: True, now=t)] == [1, 2]
+    assert prod.fruitless == 1
+    prod.on_progress(2.0, last_seq=None, now=t + 1)  # a new learner: a fresh start
+    assert prod.fruitless == 0
+    # Re-sends to a new learner are not the fallback and never count.
+    assert prod.due_resend(lambda: True, now=t + 1.2) != [] and prod.fruitless == 0
+
+
+def test_after_a_new_writer_the_next_fallback_waits_a_full_timeout():
+    prod = producer_with(0, timeout=5.0)
+    prod.on_progress(1.0, last_seq=None, now=0.0)
+    prod.add(3, np.zeros(2), now=0.0)
+    prod.on_progress(1.0, last_seq=None, now=5.5)
+    assert prod.due_resend(lambda: True, now=5.5) != [] and prod.fruitless == 1
+    prod.writer_renewed(now=11.0)  # due again at 10.5; the new writer pushes that back
+    assert prod.fruitless == 0
+    prod.on_progress(1.0, last_seq=None, now=15.9)
+    assert prod.due_resend(lambda: True, now=15.9) == []
+    prod.on_progress(1.0, last_seq=None, now=16.1)
+    assert [e.seq for e in prod.due_resend(lambda: True, now=16.1)] == [0]
+    assert prod.fruitless == 1
+
+
 def test_producer_ack_forgets_up_to_durable_and_ignores_a_previous_run():
     prod = producer_with(8)
     # An entry about this arm's previous process (older episode) acknowledges nothing.

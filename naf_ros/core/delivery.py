@@ -123,6 +123,10 @@ class Producer:
     - :meth:`due_resend`, called periodically, returns the next batch to re-send: after a new
       learner appeared, or when a live learner (reports keep coming) acknowledged nothing new
       for ``resend_timeout`` s although something sent that long ago is unacknowledged.
+    - :attr:`fruitless` counts those fallback re-sends in a row that the learner did not
+      acknowledge (reset by any new acknowledgement or learner). A learner that stays alive
+      but never takes a re-send may not know our writer at all; the node then replaces its
+      writer (``renew_writer_after``), which makes DDS announce and pair it afresh.
     """
 
     def __init__(
@@ -148,6 +152,7 @@ class Producer:
         self.last_progress = 0.0  # monotonic time of the last progress report
         self.last_ack_change = time.monotonic()
         self.last_resend = 0.0
+        self.fruitless = 0
         self._resend_from: int | None = None
 
     def add(self, episode: int, data: np.ndarray, now: float | None = None) -> bool:
@@ -187,6 +192,7 @@ class Producer:
             self.learner_id = learner_id
             self.acked = ack  # a restarted learner may be behind the old one
             self.last_ack_change = now
+            self.fruitless = 0
             if self.seq and self.seq - 1 > ack:
                 self._resend_from = ack + 1
                 self._warn(
@@ -197,6 +203,7 @@ class Producer:
         elif ack > self.acked:
             self.acked = ack
             self.last_ack_change = now
+            self.fruitless = 0
             self.stale = False
         elif learner_id is None:  # a learner without heartbeats: any report is a sign of life
             self.stale = False
@@ -218,12 +225,14 @@ class Producer:
         # what we sent; a silent learner is dead, and its successor's new id triggers the
         # re-send instead.
         alive = now - self.last_progress < self.resend_timeout
+        fallback = False
         if start is None and self.learner_id is not None and alive:
             oldest = self.outbox.oldest_after(ack)
             quiet = now - max(self.last_ack_change, self.last_resend)
             if oldest is not None and now - oldest.sent > self.resend_timeout:
                 if quiet > self.resend_timeout:
                     start = ack + 1
+                    fallback = True
                     self._warn(
                         f"learner acknowledged nothing after seq {ack} for {quiet:.1f} s; "
                         "re-sending"
@@ -231,6 +240,8 @@ class Producer:
         if start is None or not can_send():
             return []
         batch = self.outbox.after(start - 1, self.resend_batch)
+        if fallback and batch:
+            self.fruitless += 1
         for entry in batch:
             entry.sent = now
         self.outbox.resent += len(batch)
@@ -239,6 +250,13 @@ class Producer:
         if self._resend_from == start or self._resend_from is None:
             self._resend_from = more
         return batch
+
+    def writer_renewed(self, now: float | None = None) -> None:
+        """The node replaced its writer: start counting afresh, and wait a full
+        ``resend_timeout`` before the next fallback re-send, so the learner can learn of
+        the new writer before anything goes through it."""
+        self.fruitless = 0
+        self.last_resend = time.monotonic() if now is None else now
 
     def unacked(self) -> bool:
         """Something sent is not yet trained on by the learner."""

@@ -162,7 +162,7 @@ class EpisodeWorker:
         def ready() -> bool:
             infos = self.get_subscriptions_info_by_topic(TRANSITIONS_TOPIC)
             present = {i.node_name for i in infos}
-            return wanted <= present and self.trans_pub.get_subscription_count() >= len(infos)
+            return wanted <= present and self.transitions.pub.get_subscription_count() >= len(infos)
 
         t0 = time.monotonic()
         while not ready():

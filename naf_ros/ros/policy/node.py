@@ -133,6 +133,7 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
         self.transitions = TransitionsOut(
             self.producer, p.arm_index, p.startup_subscribers,
             self.get_subscriptions_info_by_topic, self.diag, self.get_logger(),
+            p.renew_writer_after,
         )  # fmt: skip
         self.envelope: SafetyEnvelope | None = None
         self.estop: Estop | None = None
@@ -213,10 +214,10 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
         self.cmd_pub = self.create_publisher(
             Float64MultiArray, commands_topic(self.controller_name), qos.COMMANDS
         )
-        self.trans_pub = self.create_publisher(
-            Float64MultiArray, TRANSITIONS_TOPIC, qos.TRANSITIONS
+        self.transitions.attach(
+            lambda: self.create_publisher(Float64MultiArray, TRANSITIONS_TOPIC, qos.TRANSITIONS),
+            self.destroy_publisher,
         )
-        self.transitions.pub = self.trans_pub
         self.homing = HomingReset(
             homing_rule, self.cmd_pub, self.envelope, self.diag, self.get_logger(),
             self._publish_effort, self._send_zero, self._wait, self._next_state,
@@ -295,7 +296,7 @@ class NafPolicy(EpisodeWorker, ReflexPath, LifecycleNode):
         if self.configured:
             self._send_zero()
             self.cmd_pub.wait_for_all_acked(Duration(seconds=1.0))
-            for pub in (self.trans_pub, *self.metric_pubs.values()):
+            for pub in (self.transitions.pub, *self.metric_pubs.values()):
                 pub.wait_for_all_acked(Duration(seconds=1.0))
 
     def _default_target(self, env_target) -> np.ndarray:

@@ -78,6 +78,9 @@ POLICY_PARAMS: tuple[Param, ...] = (
     Param("resend_timeout", 5.0, float, positive(),
           "s a live learner may acknowledge nothing before it is re-sent what it lacks"),
     Param("resend_batch", 500, int, at_least(1), "transitions re-sent per 0.2 s"),
+    Param("renew_writer_after", 3, int, at_least(0),
+          "re-sends in a row a live learner does not acknowledge before the transitions "
+          "writer is replaced, so DDS pairs it afresh (0 = never)"),
     Param("drain_timeout", 5.0, float, at_least(0.0),
           "on shutdown, s to wait for the learner to train on everything sent"),
     Param("safe_initial_action_var", 0.01, float, positive(),

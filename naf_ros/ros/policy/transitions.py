@@ -9,6 +9,11 @@ Every published transition stays in the outbox until the learner reports it dura
 (``durable_seq``); a learner with a new ``learner_id`` (a restart) gets what it lacks
 re-sent, as does one that has acknowledged nothing for ``resend_timeout`` s; on shutdown the
 node waits up to ``drain_timeout`` s for :meth:`TransitionsOut.drained`.
+
+A live learner that acknowledges none of ``renew_writer_after`` such re-sends in a row may
+never have paired with our writer (DDS endpoint discovery is two-sided, and each side can
+miss the other; naf_ros.ros.rematch is the learner's half of this guard). The writer is then
+replaced: a new one is announced and paired afresh, and the next re-send goes through it.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ class TransitionsOut:
         subscriptions_info: Callable[[str], list],
         diag: Diagnostics,
         logger: Any,
+        renew_writer_after: int = 0,
     ) -> None:
         self.producer = producer
         self.arm_index = arm_index
@@ -54,11 +60,35 @@ class TransitionsOut:
         self.logger = logger
         self.lock = threading.Lock()
         self.pub: Publisher | None = None
+        self.renew_writer_after = int(renew_writer_after)
+        self.writers_renewed = 0
+        self._make_pub: Callable[[], Publisher] | None = None
+        self._drop_pub: Callable[[Publisher], Any] | None = None
         self._layout = None  # every transition message shares one layout
         # The learner's (updates per transition, target) for our transitions over the run,
         # or (None, None), and the last seq it had then: read by the catch-up wait, replaced
         # in one assignment.
         self.learner_ratio: tuple[float | None, float | None, int] = (None, None, -1)
+
+    def attach(
+        self, make_pub: Callable[[], Publisher], drop_pub: Callable[[Publisher], Any]
+    ) -> None:
+        """Create the writer (``make_pub``); ``drop_pub`` destroys one being replaced."""
+        with self.lock:
+            self._make_pub, self._drop_pub = make_pub, drop_pub
+            self.pub = make_pub()
+
+    def _renew_writer(self) -> None:
+        """Replace the writer (lock held): see the module docstring."""
+        old, self.pub = self.pub, self._make_pub()
+        self._drop_pub(old)
+        self.producer.writer_renewed()
+        self.writers_renewed += 1
+        self.diag.values["transition_writers_renewed"] = self.writers_renewed
+        self.logger.warning(
+            f"the learner acknowledged none of {self.renew_writer_after} re-sends: replaced "
+            f"the {TRANSITIONS_TOPIC} writer [{self.writers_renewed} so far]"
+        )
 
     def publish(self, msg: Float64MultiArray, episode: int) -> None:
         """Publish transition number ``producer.seq`` (encoded into ``msg``) and keep it."""
@@ -89,6 +119,12 @@ class TransitionsOut:
     def resend(self) -> None:
         """Re-send what a (re)started or silent learner lacks, in bounded batches."""
         with self.lock:
+            n = self.renew_writer_after
+            if n > 0 and self.producer.fruitless >= n and self._make_pub is not None:
+                # This round only replaces the writer: the next one (resend_timeout later)
+                # goes through it once the learner has had time to learn of it.
+                self._renew_writer()
+                return
             batch = self.producer.due_resend(
                 lambda: self._layout is not None and self.learner_subscribed()
             )
