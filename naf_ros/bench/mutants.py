@@ -56,6 +56,8 @@ IGNORE = shutil.ignore_patterns(
 ILQG = "test/test_oracles_ilqg.py"
 PRIOR = "test/test_oracles_prior.py"
 NAF = "test/test_oracles_naf.py"
+DELIVERY = "test/test_delivery.py"
+REMATCH = "test/test_rematch.py"
 
 
 class SetupError(Exception):
@@ -224,6 +226,30 @@ MUTANTS: tuple[Mutant, ...] = (
         "y = lower @ self.rng.standard_normal(self.act_dim)",
         (NAF,),
         "precision noise with covariance P instead of P^-1",
+    ),
+    Mutant(
+        "fallback_resend_not_counted",
+        "naf_ros/core/delivery.py",
+        "if fallback and batch:",
+        "if False:",
+        (DELIVERY,),
+        "unacknowledged fallback re-sends are never counted (the writer is never replaced)",
+    ),
+    Mutant(
+        "unpaired_reader_kept",
+        "naf_ros/ros/rematch.py",
+        "if not self.watch.due(self.listed, self.matched, now):",
+        "if True:",
+        (REMATCH,),
+        "the learner keeps a transitions reader that never paired with a listed writer",
+    ),
+    Mutant(
+        "ignored_writer_kept",
+        "naf_ros/ros/policy/transitions.py",
+        "if n > 0 and self.producer.fruitless >= n and self._make_pub is not None:",
+        "if False:",
+        (REMATCH,),
+        "the policy keeps a writer whose re-sends a live learner never takes",
     ),
 )
 
