@@ -85,12 +85,27 @@ def graph(tmp_path_factory):
     }
     assert probe.wait_for_subscribers(g["cmd0"]), lock.output()
     assert probe.wait_for_subscribers(g["cmd1"]), real.output()
+    # Discovery is two-sided: our command writers knowing the bridges does not mean the
+    # lockstep bridge's joint-state writer knows our reader yet, and a state published before
+    # it does is lost (volatile). A reset's state reaching us proves it; a test's first reset
+    # then never publishes into the void (seen once in CI).
+    assert wait_until(lambda: reset_state_arrives(g, 1.0), 30), lock.output()
     yield g
     probe.close()
     for p in (lock, real):
         code = p.stop()
         assert code == 0, p.output()
     lease.release()
+
+
+def reset_state_arrives(g, timeout: float) -> bool:
+    """Reset arm0; True if the state stamped as the reply says arrives within ``timeout``."""
+    resp = g["probe"].call(Trigger, "/arm0/sim/reset", Trigger.Request())
+    stamp = int(resp.message.split("=")[1]) if resp.success else -1
+    return g["js0"].wait_until(
+        lambda m: bool(m) and stamp == m[-1].header.stamp.sec * 10**9 + m[-1].header.stamp.nanosec,
+        timeout,
+    )
 
 
 def command(values) -> Float64MultiArray:
