@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray
 from support.ros import RosTestNode, allocate_domain, finish_launch, launch_graph
 
-from naf_ros.ros import qos
 from naf_ros.ros.codec import unpack_arrays
 from naf_ros.ros.names import PROGRESS_TOPIC
 
@@ -26,6 +26,15 @@ T = 20
 EPISODES = 10
 UPDATES = 5
 CATCH_UP = 0.8
+# Every progress report counts here (the best one per boundary), so the probe's reader keeps
+# them all: with the latched depth-1 reader the policy uses, a probe whose executor lags
+# behind (a 512x512 learner takes a whole core) lost a boundary's last report to the next
+# one once in CI and saw the learner lower than the policy had seen it.
+PROGRESS_ALL = QoSProfile(
+    depth=10000,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
 SLOW_LEARNER = [
     "agent.hidden=[512, 512]",  # ~80 updates/s on one core here; 50 Hz x I=5 needs 250
     "agent.batch_size=64",
@@ -44,7 +53,7 @@ def run_graph(tmp_path, name: str, *extra: str) -> dict[int, float]:
     figure for arm 0 as a fraction of its target before episode k+1's transitions came."""
     lease = allocate_domain()
     probe = RosTestNode(lease.domain_id)
-    progress = probe.collect(Float64MultiArray, PROGRESS_TOPIC, qos.LATCHED)
+    progress = probe.collect(Float64MultiArray, PROGRESS_TOPIC, PROGRESS_ALL)
     proc = launch_graph(
         lease.domain_id, tmp_path / name, "--mode", "realtime", "--quiet",
         "--episodes", str(EPISODES), "--skip", "dynamics_fitter", "--skip", "ilqg_explorer",
