@@ -5,7 +5,7 @@ have (no updates, no error), and DDS can produce it. Endpoint discovery is two-s
 writer must know the reader and the reader must know the writer, and each side learns of the
 other separately. Seen once in the test suite: for 95 s the learner received nothing from
 the policy while it did receive the fitter's models, the fitter did receive the policy's
-transitions, and the policy's re-sends went out. Re-sending cannot cure a reader that never
+transitions, and the policy kept re-sending. Re-sending cannot cure a reader that never
 paired with the writer; a new reader can, since DDS pairs a new endpoint afresh with every
 writer its participant knows.
 
