@@ -246,7 +246,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "ignored_writer_kept",
         "naf_ros/ros/policy/transitions.py",
-        "if n > 0 and self.producer.fruitless >= n and self._make_pub is not None:",
+        "if n > 0 and self.producer.fruitless >= n:",
         "if False:",
         (REMATCH,),
         "the policy keeps a writer whose re-sends a live learner never takes",

@@ -120,7 +120,7 @@ class TransitionsOut:
         """Re-send what a (re)started or silent learner lacks, in bounded batches."""
         with self.lock:
             n = self.renew_writer_after
-            if n > 0 and self.producer.fruitless >= n and self._make_pub is not None:
+            if n > 0 and self.producer.fruitless >= n:
                 # This round only replaces the writer: the next one (resend_timeout later)
                 # goes through it once the learner has had time to learn of it.
                 self._renew_writer()
