@@ -83,8 +83,11 @@ def test_arms_and_learner_on_two_hosts(tmp_path, hosts, domain, request):
             hosts, 0, domain, arm_dir, (*LEARNING, *OTHERS),
             f"train.episodes={EPISODES}",
             # The launcher starts a policy without a local learner at once; across the link
-            # it must wait for the remote one to subscribe (discovery over the veth pair).
+            # it must wait for the remote consumers to subscribe (discovery over the veth
+            # pair). The fitter too: nobody re-sends to it, and one found only after the
+            # first episodes of so short a run would never have two whole ones to fit.
             "naf_policy.startup_timeout=60.0",
+            "naf_policy.startup_subscribers=[learner, dynamics_fitter]",
         ),
         env, arm_log,
     )  # fmt: skip
@@ -120,7 +123,9 @@ def test_arms_and_learner_on_two_hosts(tmp_path, hosts, domain, request):
     assert {int(k): int(v) for k, v in state["processed"].items()} == {0: EPISODES * T - 1}
     assert counters["transitions"] == EPISODES * T, counters
     assert counters["extra"].get("lost", 0) == 0 and counters["extra"].get("gaps", 0) == 0
-    assert "model v" in learner_text, learner_text[-3000:]
+    fitter_text = (learner_dir / "logs" / "dynamics_fitter.log").read_text(errors="replace")
+    report = learner_text[-3000:] + fitter_text[-3000:] + policy_log[-3000:]
+    assert "model v" in learner_text, report
 
     # ... over the link: each side sent the other far more than discovery alone would.
     received, sent = hosts.link_bytes(0)
