@@ -72,8 +72,9 @@ def test_two_arms_full_graph(tmp_path):
         "model_based.ilqg_probability=1.0",
         "model_based.prior_episodes=2",
         "model_based.rollout_length=3",
-        # The probe checks every seq on the wire, so the policies must wait for it too.
-        "naf_policy.startup_subscribers=[learner, test_probe]",
+        # The probe checks every seq on the wire, so the policies must wait for it too; and
+        # for the fitter, which nobody re-sends to: the iLQG episode needs its first model.
+        "naf_policy.startup_subscribers=[learner, dynamics_fitter, test_probe]",
     ]
     proc = launch_graph(
         lease.domain_id, tmp_path, "--arms", "2", "--episodes", str(episodes), sets=sets
